@@ -1,0 +1,675 @@
+"""CvT: Convolutional vision Transformer (Wu et al., ICCV 2021) as an OpenMMLab backbone.
+
+The network has three stages. Each stage embeds its input map with a strided convolution
+(:class:`ConvEmbed`), runs a stack of pre-norm transformer blocks (:class:`CvTBlock`) whose
+attention projects queries, keys and values through depthwise convolutions
+(:class:`ConvProjection`), and hands the raw residual stream on as an NCHW map. There is no
+positional encoding: the depthwise convolutions carry the spatial information, so any input
+size works. The last stage carries a class token for classification.
+
+Every detail that decides whether the official checkpoints reproduce the official outputs
+(QuickGELU, the attention scale over the whole stage width, the class token bypassing the
+depthwise projection, per-stage stochastic depth, LayerNorm eps 1e-5) follows the official
+code; see ``convert_official_cvt`` for the weight mapping.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+LN_EPS = 1e-5
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU, ``x * sigmoid(1.702 x)``.
+
+    The official CvT checkpoints were trained with it (not with the exact, erf-based GELU).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def build_act(act_cfg: dict) -> nn.Module:
+    """Build an activation layer; ``QuickGELU`` is ours, any other type comes from mmcv."""
+    if act_cfg.get('type') == 'QuickGELU':
+        return QuickGELU()
+    return build_activation_layer(act_cfg)
+
+
+def tokens_to_map(x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+    """View tokens ``(B, H*W, C)`` as a map ``(B, C, H, W)`` in channels-last memory (no copy)."""
+    B, _, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, *hw_shape)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Turn a map ``(B, C, H, W)`` into tokens ``(B, H*W, C)`` (a view for channels-last maps)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def conv_out_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis: ``floor((size + 2p - k) / s) + 1``."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+class ConvEmbed(nn.Module):
+    """Convolutional token embedding: a strided convolution followed by LayerNorm.
+
+    Args:
+        in_channels: Channels of the input map.
+        embed_dims: Channels of the output tokens.
+        kernel_size: Convolution kernel size.
+        stride: Convolution stride.
+        padding: Convolution zero padding.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, kernel_size: int, stride: int,
+                 padding: int) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(
+            in_channels, embed_dims, kernel_size, stride=stride, padding=padding)
+        self.norm = nn.LayerNorm(embed_dims, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Embed a map.
+
+        Args:
+            x: Map of shape ``(B, C_in, H, W)``.
+
+        Returns:
+            Tokens of shape ``(B, H'*W', C)`` and ``(H', W')`` with
+            ``H' = floor((H + 2 * padding - kernel_size) / stride) + 1`` (likewise ``W'``).
+        """
+        x = self.projection(x)
+        hw_shape = (x.shape[2], x.shape[3])
+        return self.norm(map_to_tokens(x)), hw_shape
+
+
+class DepthwiseConvBN(nn.Module):
+    """A depthwise convolution (no bias) followed by BatchNorm: the ``dw_bn`` projection.
+
+    Args:
+        channels: Channels in and out.
+        kernel_size: Kernel size of the depthwise convolution.
+        stride: Its stride.
+        padding: Its zero padding.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
+                              groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, C, H, W)`` to ``(B, C, H', W')``, ``H' = floor((H + 2p - k) / s) + 1``."""
+        return self.bn(self.conv(x))
+
+
+class ConvProjection(nn.Module):
+    """Convolutional projection of tokens into the query, key and value streams.
+
+    The tokens are viewed as a map and passed through three independent depthwise
+    convolutions with BatchNorm: stride 1 for queries and ``kv_stride`` for keys and values
+    (the paper's lever for cost). A class token bypasses the convolutions and rejoins each
+    stream at index 0.
+
+    Args:
+        channels: Token channels.
+        kernel_size: Kernel size of the depthwise convolutions.
+        kv_stride: Stride of the key and value convolutions.
+        padding: Zero padding of all three convolutions.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, kv_stride: int = 2,
+                 padding: int = 1) -> None:
+        super().__init__()
+        self.q = DepthwiseConvBN(channels, kernel_size, 1, padding)
+        self.k = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
+        self.v = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project tokens.
+
+        Args:
+            x: Tokens ``(B, N, C)`` with ``N = H*W``, plus one leading class token when
+                ``with_cls_token``.
+            hw_shape: ``(H, W)`` of the token map.
+            with_cls_token: Whether ``x[:, 0]`` is a class token.
+
+        Returns:
+            q ``(B, Nq, C)``, k and v ``(B, Nkv, C)`` with ``Nq = N`` and
+            ``Nkv = H'*W' (+1)``, ``H' = floor((H + 2p - k) / kv_stride) + 1``.
+        """
+        if with_cls_token:
+            cls_token, x = x[:, :1], x[:, 1:]
+        x = tokens_to_map(x, hw_shape)
+        q, k, v = (map_to_tokens(proj(x)) for proj in (self.q, self.k, self.v))
+        if with_cls_token:
+            q, k, v = (torch.cat((cls_token, t), dim=1) for t in (q, k, v))
+        return q, k, v
+
+
+class ConvAttention(nn.Module):
+    """Multi-head self-attention over convolutional projections.
+
+    The attention itself runs through ``F.scaled_dot_product_attention``, so no query-by-key
+    matrix is materialised by this code. The logits are scaled by ``embed_dims ** -0.5``
+    (the whole stage width, as the official model does), not by the head width.
+
+    Args:
+        embed_dims: Token channels.
+        num_heads: Number of attention heads; must divide ``embed_dims``.
+        qkv_bias: Whether the q, k and v linear projections have a bias.
+        kernel_size: Kernel size of the depthwise projections.
+        kv_stride: Stride of the key and value projections.
+        padding: Padding of the depthwise projections.
+        attn_drop: Dropout on the attention weights.
+        proj_drop: Dropout after the output projection.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
+                 kernel_size: int = 3, kv_stride: int = 2, padding: int = 1,
+                 attn_drop: float = 0., proj_drop: float = 0.) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = embed_dims ** -0.5
+        self.attn_drop = attn_drop
+        self.conv_proj = ConvProjection(embed_dims, kernel_size, kv_stride, padding)
+        self.proj_q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.proj_k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.proj_v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, h*d) -> (B, h, N, d)``; channel ``c = head * d + i`` as the official code."""
+        B, N, C = x.shape
+        return x.view(B, N, self.num_heads, C // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
+                ) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            x: Normalised tokens ``(B, N, C)`` (class token first when ``with_cls_token``).
+            hw_shape: ``(H, W)`` of the token map.
+            with_cls_token: Whether ``x[:, 0]`` is a class token.
+
+        Returns:
+            Tokens ``(B, N, C)``.
+        """
+        q, k, v = self.conv_proj(x, hw_shape, with_cls_token)
+        q = self._split_heads(self.proj_q(q))
+        k = self._split_heads(self.proj_k(k))
+        v = self._split_heads(self.proj_v(v))
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0., scale=self.scale)
+        B, _, N, _ = x.shape
+        x = x.transpose(1, 2).reshape(B, N, -1)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """Two linear layers with an activation between them.
+
+    Args:
+        embed_dims: Input and output channels.
+        hidden_dims: Hidden channels.
+        act_cfg: Activation config (QuickGELU by default, as the official checkpoints).
+        drop: Dropout after the activation and after the second layer.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int, act_cfg: dict, drop: float = 0.
+                 ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = build_act(act_cfg)
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C) -> (B, N, C)``."""
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class CvTBlock(nn.Module):
+    """A pre-norm transformer block with convolutional attention.
+
+    ``x = x + drop_path(attn(norm1(x)))``, then ``x = x + drop_path(mlp(norm2(x)))``.
+
+    Args:
+        embed_dims: Token channels.
+        num_heads: Attention heads.
+        mlp_ratio: Hidden width of the MLP over ``embed_dims``.
+        qkv_bias: Bias in the q, k, v linear projections.
+        kv_stride: Stride of the key and value depthwise projections.
+        drop_rate: Dropout in the MLP and after the attention projection.
+        attn_drop_rate: Dropout on the attention weights.
+        drop_path_rate: Stochastic depth rate of this block.
+        act_cfg: MLP activation config.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, kv_stride: int = 2, drop_rate: float = 0.,
+                 attn_drop_rate: float = 0., drop_path_rate: float = 0.,
+                 act_cfg: dict | None = None) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.attn = ConvAttention(embed_dims, num_heads, qkv_bias=qkv_bias, kv_stride=kv_stride,
+                                  attn_drop=attn_drop_rate, proj_drop=drop_rate)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio),
+                       act_cfg or dict(type='QuickGELU'), drop_rate)
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
+                ) -> torch.Tensor:
+        """``(B, N, C) -> (B, N, C)``; ``N = H*W`` (+1 with a class token)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape, with_cls_token))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+@contextlib.contextmanager
+def _keep_bn_statistics(module: nn.Module):
+    """Restore every BatchNorm running statistic of ``module`` on exit.
+
+    Activation checkpointing runs a block's forward twice in training; without this the
+    recomputation would update the BatchNorm running statistics a second time.
+    """
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(bns, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+class CvTStage(nn.Module):
+    """One CvT stage: convolutional embedding, optional class token, transformer blocks.
+
+    Args:
+        in_channels: Channels of the input map.
+        embed_dims: Token channels of this stage.
+        depth: Number of blocks.
+        num_heads: Attention heads.
+        patch_size: Kernel of the embedding convolution.
+        patch_stride: Its stride.
+        patch_padding: Its padding.
+        kv_stride: Stride of the key/value depthwise projections.
+        with_cls_token: Whether the stage carries a class token.
+        drop_path_rates: Stochastic depth rate of each block (``depth`` values).
+        with_cp: Checkpoint each block's activations to save memory.
+        block_cfg: Further keyword arguments of :class:`CvTBlock`.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, depth: int, num_heads: int,
+                 patch_size: int, patch_stride: int, patch_padding: int, kv_stride: int,
+                 with_cls_token: bool, drop_path_rates: Sequence[float], with_cp: bool = False,
+                 **block_cfg) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.patch_embed = ConvEmbed(in_channels, embed_dims, patch_size, patch_stride,
+                                     patch_padding)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
+        self.blocks = ModuleList([
+            CvTBlock(embed_dims, num_heads, kv_stride=kv_stride, drop_path_rate=rate,
+                     **block_cfg) for rate in drop_path_rates
+        ])
+
+    @property
+    def with_cls_token(self) -> bool:
+        return self.cls_token is not None
+
+    def _run_block(self, block: CvTBlock, x: torch.Tensor, hw_shape: tuple[int, int]
+                   ) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(
+                block, x, hw_shape, self.with_cls_token, use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _keep_bn_statistics(block)))
+        return block(x, hw_shape, self.with_cls_token)
+
+    def forward(self, x: torch.Tensor
+                ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Run the stage.
+
+        Args:
+            x: Map ``(B, C_in, H, W)``.
+
+        Returns:
+            Tokens ``(B, H'*W', C)`` without the class token, ``(H', W')``, and the class
+            token ``(B, 1, C)`` or None. ``H'`` follows :class:`ConvEmbed`.
+        """
+        x, hw_shape = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for block in self.blocks:
+            x = self._run_block(block, x, hw_shape)
+        if self.cls_token is not None:
+            return x[:, 1:], hw_shape, x[:, :1]
+        return x, hw_shape, None
+
+
+class CvT(BaseModule):
+    """CvT backbone: Convolutional vision Transformer.
+
+    A PyTorch implementation of `CvT: Introducing Convolutions to Vision Transformers
+    <https://arxiv.org/abs/2103.15808>`_, faithful to the official code and checkpoints
+    (load them with ``init_cfg=dict(type='Pretrained', checkpoint=...)``; official key names
+    are converted on the fly by :func:`cvt_backbone.convert_official_cvt`).
+
+    Output sizes: stage ``i`` has ``H_i = floor((H_{i-1} + 2 p_i - k_i) / s_i) + 1`` with
+    ``H_{-1} = H`` and (k, s, p) = (7, 4, 2), (3, 2, 1), (3, 2, 1) for the presets, i.e. strides
+    4, 8, 16 (224 -> 56, 28, 14; 800 -> 200, 100, 50). Inputs need at least 3 pixels per side.
+
+    Args:
+        arch: A preset name (``'cvt-13'``, ``'cvt-21'``, ``'cvt-w24'``) or a dict with the keys
+            ``embed_dims``, ``depths`` and ``num_heads`` (one value per stage) and optionally
+            ``patch_sizes``, ``patch_strides``, ``patch_paddings``, ``kv_strides``,
+            ``cls_token`` (per-stage booleans; default only the last stage),
+            ``drop_path_rates`` and ``mlp_ratio``.
+        in_channels: Channels of the input image.
+        out_indices: Stages whose outputs are returned. Default: all stages for
+            ``out_type='featmap'``, the last stage for ``'cls_token'``.
+        out_type: ``'featmap'``: a tuple of NCHW maps ``(B, C_i, H_i, W_i)``, each through its
+            own LayerNorm (``norm{i}``, as mmdet's Swin). ``'cls_token'``: a 1-tuple with the
+            final class token ``(B, C)`` through the final LayerNorm ``cls_norm``, as the
+            official classifier feeds its head.
+        kv_strides: Override of the key/value projection stride per stage (an int for all).
+            Default: the arch's (2 everywhere, as the paper).
+        drop_path_rate: Stochastic depth. ``None``: the arch's per-stage rates. A float: the
+            official pattern with this rate, i.e. ``0`` in all but the last stage, whose blocks
+            rise linearly from 0 to it. A sequence: the top rate of each stage (within a stage
+            the rate rises linearly from 0 over its blocks, as the official code does).
+        drop_rate: Dropout in the MLPs and after the attention projections.
+        attn_drop_rate: Dropout on attention weights.
+        qkv_bias: Bias in the q, k, v projections.
+        act_cfg: MLP activation. QuickGELU matches the official checkpoints; the ``GELU``
+            of mmcv (exact, erf-based) matches the transformers port.
+        frozen_stages: Stages ``0 .. frozen_stages - 1`` (with their output norms) are frozen:
+            no gradients, eval mode. ``-1`` or ``0`` freezes nothing.
+        norm_eval: Keep every BatchNorm in eval mode during training (use the running
+            statistics, as detection and segmentation with small batches want).
+        with_cp: Activation checkpointing per block (less memory, same gradients).
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads this project's, mmpretrain's
+            or the official checkpoints. None: the official truncated-normal initialisation.
+    """
+
+    arch_settings = {
+        'cvt-13': dict(embed_dims=[64, 192, 384], depths=[1, 2, 10], num_heads=[1, 3, 6],
+                       drop_path_rates=[0., 0., 0.1]),
+        'cvt-21': dict(embed_dims=[64, 192, 384], depths=[1, 4, 16], num_heads=[1, 3, 6],
+                       drop_path_rates=[0., 0., 0.1]),
+        'cvt-w24': dict(embed_dims=[192, 768, 1024], depths=[2, 2, 20], num_heads=[3, 12, 16],
+                        drop_path_rates=[0., 0., 0.3]),
+    }
+    arch_defaults = dict(patch_sizes=[7, 3, 3], patch_strides=[4, 2, 2],
+                         patch_paddings=[2, 1, 1], kv_strides=[2, 2, 2], mlp_ratio=4.)
+    required_arch_keys = ('embed_dims', 'depths', 'num_heads')
+    out_types = ('featmap', 'cls_token')
+
+    def __init__(self,
+                 arch: str | dict = 'cvt-13',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] | int | None = None,
+                 out_type: str = 'featmap',
+                 kv_strides: Sequence[int] | int | None = None,
+                 drop_path_rate: float | Sequence[float] | None = None,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 qkv_bias: bool = True,
+                 act_cfg: dict | None = None,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: dict | list | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self._parse_arch(arch)
+        self.num_stages = len(self.arch['embed_dims'])
+        if kv_strides is not None:
+            self.arch['kv_strides'] = self._per_stage('kv_strides', kv_strides)
+        self.embed_dims = list(self.arch['embed_dims'])
+        self.in_channels = in_channels
+
+        if out_type not in self.out_types:
+            raise ValueError(f'out_type must be one of {self.out_types}, got {out_type!r}')
+        self.out_type = out_type
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}] for a '
+                             f'{self.num_stages}-stage CvT, got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+        stage_rates = self._parse_drop_path(drop_path_rate)
+        self.stages = ModuleList()
+        channels = in_channels
+        for i in range(self.num_stages):
+            depth = self.arch['depths'][i]
+            self.stages.append(CvTStage(
+                in_channels=channels,
+                embed_dims=self.embed_dims[i],
+                depth=depth,
+                num_heads=self.arch['num_heads'][i],
+                patch_size=self.arch['patch_sizes'][i],
+                patch_stride=self.arch['patch_strides'][i],
+                patch_padding=self.arch['patch_paddings'][i],
+                kv_stride=self.arch['kv_strides'][i],
+                with_cls_token=self.arch['cls_token'][i],
+                drop_path_rates=torch.linspace(0, stage_rates[i], depth).tolist(),
+                with_cp=with_cp,
+                mlp_ratio=self.arch['mlp_ratio'],
+                qkv_bias=qkv_bias,
+                drop_rate=drop_rate,
+                attn_drop_rate=attn_drop_rate,
+                act_cfg=act_cfg or dict(type='QuickGELU')))
+            channels = self.embed_dims[i]
+
+        if out_type == 'featmap':
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i], eps=LN_EPS))
+        else:
+            self.cls_norm = nn.LayerNorm(self.embed_dims[-1], eps=LN_EPS)
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ argument parsing
+    def _parse_arch(self, arch: str | dict) -> dict:
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_settings:
+                raise ValueError(f'Unknown CvT arch {arch!r}; valid presets are '
+                                 f'{sorted(self.arch_settings)}, or pass a dict with the keys '
+                                 f'{list(self.required_arch_keys)}')
+            arch = self.arch_settings[arch.lower()]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
+        missing = [k for k in self.required_arch_keys if k not in arch]
+        if missing:
+            raise ValueError(f'Custom CvT arch is missing the keys {missing}; it needs '
+                             f'{list(self.required_arch_keys)}')
+        num_stages = len(arch['embed_dims'])
+        known = set(self.required_arch_keys) | set(self.arch_defaults) | {
+            'cls_token', 'drop_path_rates'}
+        unknown = sorted(set(arch) - known)
+        if unknown:
+            raise ValueError(f'Unknown keys {unknown} in the CvT arch; valid keys: '
+                             f'{sorted(known)}')
+        defaults = dict(self.arch_defaults,
+                        cls_token=[False] * (num_stages - 1) + [True],
+                        drop_path_rates=[0.] * num_stages)
+        parsed = {**defaults, **arch}
+        for key, value in parsed.items():
+            if key != 'mlp_ratio':
+                parsed[key] = self._per_stage(key, value, num_stages)
+        for i, (dims, heads) in enumerate(zip(parsed['embed_dims'], parsed['num_heads'])):
+            if dims % heads:
+                raise ValueError(f'arch stage {i}: embed_dims {dims} is not divisible by '
+                                 f'num_heads {heads}')
+        return parsed
+
+    def _per_stage(self, name: str, value, num_stages: int | None = None) -> list:
+        num_stages = num_stages or self.num_stages
+        if isinstance(value, (int, float, bool)):
+            return [value] * num_stages
+        value = list(value)
+        if len(value) != num_stages:
+            raise ValueError(f'arch field {name!r} has {len(value)} values, but the arch has '
+                             f'{num_stages} stages (embed_dims has {num_stages} entries)')
+        return value
+
+    def _parse_out_indices(self, out_indices) -> tuple[int, ...]:
+        if out_indices is None:
+            out_indices = (range(self.num_stages) if self.out_type == 'featmap'
+                           else (self.num_stages - 1,))
+        elif isinstance(out_indices, int):
+            out_indices = (out_indices,)
+        parsed = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices entry {index} is out of range for a '
+                                 f'{self.num_stages}-stage CvT (valid: 0..{self.num_stages - 1}'
+                                 f' or negative from the end)')
+            parsed.append(index % self.num_stages)
+        if self.out_type == 'cls_token':
+            no_token = [i for i in parsed if not self.arch['cls_token'][i]]
+            if no_token:
+                raise ValueError(f"out_type='cls_token' needs stages with a class token, but "
+                                 f'stages {no_token} have none (cls_token: '
+                                 f"{self.arch['cls_token']})")
+        return tuple(parsed)
+
+    def _parse_drop_path(self, drop_path_rate) -> list[float]:
+        if drop_path_rate is None:
+            return [float(r) for r in self.arch['drop_path_rates']]
+        if isinstance(drop_path_rate, (int, float)):
+            return [0.] * (self.num_stages - 1) + [float(drop_path_rate)]
+        return [float(r) for r in self._per_stage('drop_path_rate', drop_path_rate)]
+
+    # ------------------------------------------------------------------ training state
+    def _freeze_stages(self) -> None:
+        for i in range(max(self.frozen_stages, 0)):
+            modules = [self.stages[i]]
+            if hasattr(self, f'norm{i}'):
+                modules.append(getattr(self, f'norm{i}'))
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'CvT':
+        """Set train mode, keeping frozen stages and (with ``norm_eval``) BatchNorms in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Load a checkpoint (``init_cfg`` of type Pretrained) or apply the official init.
+
+        The official init: truncated normal (std 0.02) for every Linear weight and the class
+        token, zero Linear biases, unit/zero LayerNorm and BatchNorm; convolutions keep
+        PyTorch's default initialisation.
+        """
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from ..checkpoint import load_cvt_weights
+            load_cvt_weights(self, self.init_cfg['checkpoint'],
+                             prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for stage in self.stages:
+            if stage.cls_token is not None:
+                trunc_normal_(stage.cls_token, std=.02)
+
+    # ------------------------------------------------------------------ forward
+    def output_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Spatial size ``(H_i, W_i)`` of each stage's map for an input of ``height x width``."""
+        shapes = []
+        for i in range(self.num_stages):
+            k, s, p = (self.arch['patch_sizes'][i], self.arch['patch_strides'][i],
+                       self.arch['patch_paddings'][i])
+            height, width = conv_out_size(height, k, s, p), conv_out_size(width, k, s, p)
+            shapes.append((height, width))
+        return shapes
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'CvT expects a torch.Tensor of shape (B, C, H, W), got '
+                            f'{type(x).__name__}')
+        if x.dim() != 4:
+            raise ValueError(f'CvT expects a 4-D input (B, C, H, W), got shape '
+                             f'{tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'CvT was built with in_channels={self.in_channels}, but the input '
+                             f'has {x.shape[1]} channels (shape {tuple(x.shape)})')
+        if x.shape[0] == 0:
+            raise ValueError(f'CvT got an empty batch (shape {tuple(x.shape)})')
+        H, W = x.shape[2:]
+        for i, (h, w) in enumerate(self.output_shapes(H, W)):
+            if h < 1 or w < 1:
+                raise ValueError(f'Input of {H}x{W} pixels is too small for CvT: stage {i} '
+                                 f'would have a {h}x{w} map. Each side must be at least '
+                                 f'{self.min_input_size()} pixels')
+
+    def min_input_size(self) -> int:
+        """Smallest input side for which every stage has at least one position."""
+        size = 1
+        while any(h < 1 for h, _ in self.output_shapes(size, size)):
+            size += 1
+        return size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Extract features.
+
+        Args:
+            x: Images ``(B, in_channels, H, W)``, any ``H, W`` of at least 3 pixels
+                (see :meth:`output_shapes`).
+
+        Returns:
+            ``out_type='featmap'``: a tuple of maps ``(B, C_i, H_i, W_i)``, one per
+            ``out_indices``. ``out_type='cls_token'``: a tuple of ``(B, C)`` class tokens.
+        """
+        self._check_input(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            tokens, hw_shape, cls_token = stage(x)
+            x = tokens_to_map(tokens, hw_shape)
+            if i not in self.out_indices:
+                continue
+            if self.out_type == 'featmap':
+                normed = getattr(self, f'norm{i}')(tokens)
+                outs.append(tokens_to_map(normed, hw_shape).contiguous())
+            else:
+                outs.append(self.cls_norm(cls_token[:, 0]))
+        return tuple(outs)
+
