@@ -1,15 +1,12 @@
 # Classification pretraining of a small CvT on generated shapes (64x64, 3 classes).
 # Data: python tools/make_demo_data.py (writes data/shapes_cls). Runs on CPU in minutes.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['mmpretrain::_base_/default_runtime.py', './_base_/cvt_tiny.py']
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
-# The small arch shared by all demos (the detection and segmentation demos start from it).
-cvt_tiny = dict(embed_dims=[32, 64, 128], depths=[1, 1, 2], num_heads=[1, 2, 4])
-
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='CvT', arch=cvt_tiny, out_type='cls_token'),
+    backbone=dict(type='CvT', arch={{_base_.cvt_tiny}}, out_type='cls_token'),
     head=dict(
         type='LinearClsHead',
         num_classes=3,
@@ -49,7 +46,7 @@ test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                        custom_keys={'.cls_token': dict(decay_mult=0.0)}),
     clip_grad=dict(max_norm=5.0))

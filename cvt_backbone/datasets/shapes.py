@@ -52,6 +52,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray,
+                        min_distance: float = 120.) -> tuple[int, int, int]:
+    """A random colour at least ``min_distance`` (RGB, Euclidean) from the colour ``behind``."""
+    for _ in range(100):
+        colour = rng.integers(0, 256, size=3)
+        if np.linalg.norm(colour - behind) >= min_distance:
+            break
+    return tuple(int(c) for c in colour)
+
+
 def _shape_polygon(label: int, cx: float, cy: float, r: float, angle: float
                    ) -> list[tuple[float, float]] | None:
     """Vertices of a square or triangle of circumradius ``r``; None for a circle."""
@@ -108,7 +118,7 @@ def render_scene(rng: np.random.Generator, size: int, num_objects: tuple[int, in
                 break
         else:
             continue
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _contrasting_colour(rng, np.asarray(img)[mask].mean(axis=0))
         _draw(draw, label, cx, cy, r, angle, colour)
         label_map = new_map
         full_areas.append(int(mask.sum()))

@@ -1,0 +1,60 @@
+# UperNet with the small demo CvT on generated shapes (128x128, background + 3 classes).
+# The model is the ADE20K config's, narrowed to the small backbone; the backbone starts from
+# the classification demo's weights (tools/run_demo.py makes them).
+_base_ = ['../upernet/upernet_cvt-13_4xb4-160k_ade20k-512x512.py', './_base_/cvt_tiny.py']
+
+crop_size = (128, 128)
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        _delete_=True,
+        type='CvT',
+        arch={{_base_.cvt_tiny}},
+        out_indices=(0, 1, 2),
+        init_cfg=dict(type='Pretrained', checkpoint={{_base_.cvt_tiny_pretrained}})),
+    decode_head=dict(in_channels=[32, 64, 128], channels=64, num_classes=4, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=64, channels=32, num_classes=4, norm_cfg=norm_cfg))
+
+dataset = dict(
+    type='BaseSegDataset',
+    data_root='data/shapes',
+    metainfo=dict(classes=('background', *{{_base_.shapes_classes}}),
+                  palette=[(0, 0, 0), *{{_base_.shapes_palette}}]),
+    img_suffix='.png',
+    seg_map_suffix='.png',
+    reduce_zero_label=False)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
+                 data_prefix=dict(img_path='images/train', seg_map_path='masks/train')))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(_delete_=True, **dataset, pipeline=test_pipeline,
+                 data_prefix=dict(img_path='images/val', seg_map_path='masks/val')))
+test_dataloader = val_dataloader
+
+max_iters = 600
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False),
+]
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+randomness = dict(seed=0)

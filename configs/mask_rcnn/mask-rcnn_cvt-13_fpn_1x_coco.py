@@ -1,0 +1,29 @@
+# Mask R-CNN with a CvT-13 backbone on COCO, 1x schedule: mmdet's Swin-T recipe with CvT in.
+_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
+
+# ImageNet-1k weights: tools/model_converters/cvt_official_to_mmpretrain.py
+#   CvT-13-224x224-IN-1k.pth checkpoints/cvt-13_in1k-224px_backbone.pth --backbone-only
+# (the official .pth also loads here directly: its keys are converted on the fly).
+pretrained = 'checkpoints/cvt-13_in1k-224px_backbone.pth'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='CvT',
+        arch='cvt-13',
+        out_indices=(0, 1, 2),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    # CvT has three stages (strides 4, 8, 16): FPN adds P5 and P6 with strided convs on the
+    # stride-16 map, so the RPN anchors (strides 4..64) and RoI extractors (4..32) still fit.
+    neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
+
+# AdamW as for Swin; no weight decay on norms (LayerNorm and BatchNorm), biases and the
+# class token; the depthwise projection convs keep it (as the official CvT recipe).
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        _delete_=True,
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'.cls_token': dict(decay_mult=0.)}))

@@ -1,0 +1,31 @@
+# UperNet with a CvT-13 backbone on ADE20K, 160k iterations at 512x512, 4 GPUs x 4 images
+# (mmseg's Swin-T UperNet recipe with CvT in: AdamW lr 6e-5, weight decay 0.01, poly).
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
+
+# ImageNet-1k weights made by tools/model_converters/cvt_official_to_mmpretrain.py
+# --backbone-only (the official .pth also loads directly).
+pretrained = 'checkpoints/cvt-13_in1k-224px_backbone.pth'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='CvT',
+        arch='cvt-13',
+        out_indices=(0, 1, 2),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[64, 192, 384], in_index=[0, 1, 2]),
+    # Deep supervision on the penultimate stage (stride 8), as UperNet puts it on the
+    # stage before the last for ResNet and Swin; CvT's last stage is already the decode
+    # head's deepest input.
+    auxiliary_head=dict(in_channels=192, in_index=1))
+
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        _delete_=True,
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+
+train_dataloader = dict(batch_size=4)

@@ -1,0 +1,136 @@
+"""The end-to-end demo on generated data (the README's main command runs it).
+
+1. generate the shapes datasets (classification images, and scenes with COCO instance
+   annotations and semantic label maps) unless they exist;
+2. pretrain the small CvT as a classifier with mmpretrain, evaluate top-1;
+3. convert the classifier checkpoint into backbone weights;
+4. train Mask R-CNN from them with mmdet, evaluate COCO bbox/segm mAP, draw predictions;
+5. train UperNet from them with mmseg, evaluate mIoU, draw predictions;
+6. plot the loss curves and print (and write) a summary table.
+
+Every step runs the project's own tools (``tools/train.py``, ``tools/test.py``) on the demo
+configs in ``configs/demo/``, exactly as a user would. Outputs go to ``work_dirs/demo/``.
+
+    python tools/run_demo.py [--work-dir work_dirs/demo] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from cvt_backbone.demo import (extract_backbone, latest_checkpoint,  # noqa: E402
+                               plot_losses, read_losses)
+
+STEPS = (  # (name, config, work sub-dir, step number in the progress lines)
+    ('classification', 'configs/demo/cvt-tiny_shapes-cls.py', 'cls', 2),
+    ('detection', 'configs/demo/mask-rcnn_cvt-tiny_fpn_shapes.py', 'mask_rcnn', 4),
+    ('segmentation', 'configs/demo/upernet_cvt-tiny_shapes.py', 'upernet', 5),
+)
+# What the summary reports of each step's test metrics.
+REPORTED = {
+    'classification': ('accuracy/top1',),
+    'detection': ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'),
+    'segmentation': ('mIoU', 'aAcc'),
+}
+# Shortened schedules for --quick (a smoke run of the whole pipeline).
+QUICK = {
+    'classification': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1'],
+    'detection': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1'],
+    'segmentation': ['train_cfg.max_iters=20', 'train_cfg.val_interval=20'],
+}
+
+
+def run(cmd: list[str], log_file: str) -> None:
+    """Run a tool, streaming its output to ``log_file`` and a short progress line here."""
+    print(f'  $ {" ".join(cmd)}', flush=True)
+    with open(log_file, 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_file) as log:
+            tail = ''.join(log.readlines()[-25:])
+        sys.exit(f'error: step failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}')
+
+
+def train_and_test(name: str, config: str, work_dir: str, options: list[str]
+                   ) -> tuple[dict, str]:
+    """Train a demo config, test its final checkpoint with visualisations, plot its losses."""
+    py = sys.executable
+    cfg_opts = ['--cfg-options', *options] if options else []
+    start = time.time()
+    run([py, 'tools/train.py', config, '--work-dir', work_dir, *cfg_opts],
+        osp.join(work_dir + '.train.log'))
+    checkpoint = latest_checkpoint(work_dir)
+    train_time = time.time() - start
+    metrics_file = osp.join(work_dir, 'test_metrics.json')
+    run([py, 'tools/test.py', config, checkpoint, '--work-dir', work_dir, '--show-dir', 'vis',
+         '--metrics-out', metrics_file, *cfg_opts], osp.join(work_dir + '.test.log'))
+    with open(metrics_file) as f:
+        metrics = json.load(f)
+    curve = osp.join(work_dir, 'loss_curve.png')
+    plot_losses(read_losses(work_dir), curve, title=f'{name}: {osp.basename(config)}')
+    metrics['train_seconds'] = round(train_time, 1)
+    print(f'  {name}: trained in {train_time / 60:.1f} min; ' + ', '.join(
+        f'{k} {metrics[k]:.3f}' for k in REPORTED[name] if k in metrics), flush=True)
+    return metrics, checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--quick', action='store_true',
+                        help='a short smoke run of every step (not the reported figures)')
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    os.makedirs(args.work_dir, exist_ok=True)
+    begin = time.time()
+
+    if not (osp.isdir('data/shapes_cls') and osp.isdir('data/shapes')):
+        print('[1/6] generating the shapes datasets', flush=True)
+        run([sys.executable, 'tools/make_demo_data.py', '--out', 'data'],
+            osp.join(args.work_dir, 'make_data.log'))
+    else:
+        print('[1/6] shapes datasets found in data/', flush=True)
+
+    results = {}
+    backbone = osp.join(args.work_dir, 'cvt-tiny_shapes-cls_backbone.pth')
+    for name, config, sub, number in STEPS:
+        print(f'[{number}/6] {name}: {config}', flush=True)
+        options = list(QUICK[name]) if args.quick else []
+        if name != 'classification':
+            options.append(f'model.backbone.init_cfg.checkpoint={backbone}')
+        results[name], checkpoint = train_and_test(
+            name, config, osp.join(args.work_dir, sub), options)
+        if name == 'classification':
+            print('[3/6] converting the classifier into backbone weights', flush=True)
+            extract_backbone(checkpoint, backbone)
+            print(f'  wrote {backbone}', flush=True)
+
+    total = time.time() - begin
+    lines = ['| step | config | train time | metrics |', '|---|---|---|---|']
+    for name, config, _, _ in STEPS:
+        metrics = results[name]
+        shown = ', '.join(f'{k} {metrics[k]:.3f}' for k in REPORTED[name] if k in metrics)
+        lines.append(f'| {name} | `{config}` | {metrics["train_seconds"] / 60:.1f} min | '
+                     f'{shown} |')
+    lines.append(f'\nWhole demo: {total / 60:.1f} min. Pictures: '
+                 f'{", ".join(sorted(glob.glob(osp.join(args.work_dir, "*", "loss_curve.png"))))}'
+                 f'; predictions under {args.work_dir}/*/*/vis')
+    summary = '\n'.join(lines)
+    with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
+        f.write(summary + '\n')
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    print('\n[6/6] summary\n' + summary, flush=True)
+
+
+if __name__ == '__main__':
+    main()
