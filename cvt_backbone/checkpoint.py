@@ -2,13 +2,16 @@
 
 Every checkpoint is read with ``torch.load(weights_only=True)``: unpickling can only rebuild
 tensors, containers and the few extra globals on :data:`SAFE_GLOBALS`, exactly those that
-MMEngine's own checkpoints hold (its ``message_hub`` keeps ``HistoryBuffer`` objects and numpy
-arrays and scalars). A checkpoint that needs anything else is refused with an error that names
-the file and the global; code hidden in a pickle never runs.
+MMEngine's own checkpoints hold (its ``message_hub`` keeps ``HistoryBuffer`` objects, which
+pickle four of their own methods, and numpy arrays and scalars). A checkpoint that needs
+anything else is refused with an error that names the file and the global; code hidden in a
+pickle never runs.
 
 Importing this module registers :func:`load_checkpoint_file` as MMEngine's loader for local
 files, so ``init_cfg=dict(type='Pretrained', ...)``, ``load_from``, ``--resume`` and
-``mmengine.runner.load_checkpoint`` all go through it.
+``mmengine.runner.load_checkpoint`` all go through it, and makes MMEngine's URL loaders
+(``http(s)://``, ``torchvision://``, ``mmcls://``, ``open-mmlab://``) read their downloads the
+same way (:func:`load_url_safely`).
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
 import torch
 import torch.nn as nn
@@ -30,16 +34,102 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely, or whose weights do not fit the model."""
 
 
+#: The methods MMEngine's ``HistoryBuffer`` pickles with itself (``_statistics_methods``).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_statistic(owner: object, name: str) -> Callable:
+    """The one ``getattr`` a checkpoint may call: ``getattr(HistoryBuffer, statistic)``.
+
+    ``HistoryBuffer.__getstate__`` stores its ``min``, ``max``, ``current`` and ``mean``
+    methods, and pickle protocol 2 (``torch.save``'s) writes a method as
+    ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a pickle reach
+    any attribute of any allowed object; this stand-in answers only those four lookups.
+
+    Raises:
+        pickle.UnpicklingError: any other lookup.
+    """
+    if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'Unsupported global: getattr({owner!r}, {name!r}) is not '
+                                 f'allowed (only HistoryBuffer.{_HISTORY_BUFFER_STATISTICS})')
+
+
 def _numpy_globals() -> list:
-    """The numpy globals that pickled arrays and scalars reference (numpy 1 and 2 names)."""
-    multiarray = getattr(np, '_core', np.core).multiarray
-    dtype_classes = [type(np.dtype(t)) for t in
-                     (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_)]
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
+    """The numpy objects that MMEngine's ``message_hub`` pickles.
+
+    ``HistoryBuffer`` keeps float64 logs and int64 counts as arrays; ``runtime_info`` holds
+    numpy scalars (``eta`` is a float64, mmseg's ``best_score`` a float32). An array needs
+    ``_reconstruct``, ``ndarray`` and ``dtype`` plus the class of its dtype (the dtype's state
+    is restored on an instance of that class); a scalar needs ``scalar``. numpy 1 pickled the
+    two functions from ``numpy.core.multiarray``, numpy 2 from ``numpy._core.multiarray``: both
+    names are accepted, so checkpoints written under either load.
+    """
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    functions = [(multiarray._reconstruct, f'{package}.multiarray._reconstruct')
+                 for package in ('numpy.core', 'numpy._core')]
+    functions += [(multiarray.scalar, f'{package}.multiarray.scalar')
+                  for package in ('numpy.core', 'numpy._core')]
+    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)]
+    return [*functions, np.ndarray, np.dtype, *dtype_classes]
 
 
-#: Globals (beyond tensors and plain containers) that a checkpoint may reference.
-SAFE_GLOBALS: list = [HistoryBuffer, *_numpy_globals()]
+#: Globals (beyond tensors and plain containers) that a checkpoint may reference: exactly
+#: what the checkpoints of MMEngine's Runner hold (official CvT checkpoints need none).
+SAFE_GLOBALS: list = [HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr'),
+                      *_numpy_globals()]
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> str:
+    """Check that ``path`` is a non-empty local file, before anything is built around it.
+
+    Args:
+        path: A local checkpoint path (``~`` is expanded).
+
+    Returns:
+        The expanded path.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` is a directory or an empty file.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'Checkpoint file {path!r} does not exist')
+    if os.path.isdir(path):
+        raise CheckpointError(f'Checkpoint path {path!r} is a directory, not a checkpoint file')
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f'Checkpoint file {path!r} is empty (0 bytes)')
+    return path
+
+
+def _load_safely(load: Callable[[], object], source: str) -> object:
+    """Run ``load`` (a ``torch.load`` with ``weights_only=True``) under :data:`SAFE_GLOBALS`.
+
+    Args:
+        load: Reads the checkpoint.
+        source: Names the checkpoint in errors.
+
+    Raises:
+        CheckpointError: the pickle needs a global off the allow-list, or the file is truncated
+            or corrupt.
+    """
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return load()
+    except pickle.UnpicklingError as err:
+        # torch re-raises the unpickler's error with a long preamble; the original is the
+        # context and its first sentence names the offending global.
+        inner = err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else err
+        detail = str(inner).strip().split('. ')[0].splitlines()[0] if str(inner).strip() else ''
+        raise CheckpointError(
+            f'Refused to load checkpoint {source}: its pickle needs a Python object that is not '
+            f'on the allow-list of plain weights and MMEngine training state, so loading it '
+            f'could run code ({detail})') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f'Could not read checkpoint {source}: the file is truncated or '
+                              f'corrupt ({first_line})') from None
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = 'cpu'
@@ -58,28 +148,40 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
         CheckpointError: ``path`` is a directory or empty, the file is truncated or corrupt,
             or its pickle references a global that is not on :data:`SAFE_GLOBALS`.
     """
-    path = os.path.expanduser(os.fspath(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'Checkpoint file {path!r} does not exist')
-    if os.path.isdir(path):
-        raise CheckpointError(f'Checkpoint path {path!r} is a directory, not a checkpoint file')
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f'Checkpoint file {path!r} is empty (0 bytes)')
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()
-        detail = next((line.strip() for line in reason if 'global' in line.lower()),
-                      reason[0] if reason else '')
-        raise CheckpointError(
-            f'Refused to load checkpoint {path!r}: its pickle needs a Python object that is not '
-            f'on the allow-list of plain weights and MMEngine training state, so loading it '
-            f'could run code ({detail})') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    path = check_checkpoint_path(path)
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    # torch.save writes a zip archive (b'PK'), or in the legacy format a pickle (PROTO, 0x80).
+    if head != b'PK' and head[:1] != b'\x80':
         raise CheckpointError(f'Could not read checkpoint {path!r}: the file is truncated or '
-                              f'corrupt ({first_line})') from None
+                              f'corrupt (neither a torch.save zip archive nor a pickle)')
+    return _load_safely(lambda: torch.load(path, map_location=map_location, weights_only=True),
+                        repr(path))
+
+
+def load_url_safely(url: str, model_dir: str | None = None, map_location=None,
+                    progress: bool = True, **kwargs) -> object:
+    """Download a checkpoint into the torch hub cache and read it without executing code.
+
+    A drop-in for the ``load_url`` of ``mmengine.runner.checkpoint``, which reads downloads
+    with ``weights_only=False``; it serves ``http(s)://``, ``torchvision://``, ``mmcls://``
+    and ``open-mmlab://`` checkpoints.
+
+    Args:
+        url: The checkpoint's URL.
+        model_dir: Cache folder (default: ``<torch hub dir>/checkpoints``).
+        map_location: Where to put the tensors.
+        progress: Show a download progress bar.
+        **kwargs: Further arguments of ``torch.hub.load_state_dict_from_url``
+            (``weights_only`` is always True).
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint_file`.
+    """
+    kwargs['weights_only'] = True
+    return _load_safely(lambda: torch.hub.load_state_dict_from_url(
+        url, model_dir=model_dir, map_location=map_location, progress=progress, **kwargs),
+        repr(url))
 
 
 @CheckpointLoader.register_scheme(prefixes='', force=True)
@@ -88,7 +190,9 @@ def _load_local_checkpoint(filename: str, map_location=None) -> object:
     return load_checkpoint_file(filename, map_location if map_location is not None else 'cpu')
 
 
-torch.serialization.add_safe_globals(SAFE_GLOBALS)
+# MMEngine's http(s), torchvision://, mmcls:// and open-mmlab:// loaders all download through
+# this module-level name; they look it up at call time.
+mmengine_checkpoint.load_url = load_url_safely
 
 # ---------------------------------------------------------------------- official key names
 _OFFICIAL_RULES = (

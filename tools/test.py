@@ -18,7 +18,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
-from cvt_backbone.training import check_data_paths, prepare_config  # noqa: E402
+from cvt_backbone.checkpoint import CheckpointError, check_checkpoint_path  # noqa: E402
+from cvt_backbone.training import (CompleteCheckpointHook, ConfigError,  # noqa: E402
+                                   check_data_paths, check_model_config, prepare_config,
+                                   start_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,9 +61,9 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            sys.exit(f'error: {what} file {path!r} does not exist')
+    if not osp.isfile(args.config):
+        sys.exit(f'error: config file {args.config!r} does not exist')
+    check_checkpoint_path(args.checkpoint)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -74,11 +77,17 @@ def main() -> None:
         evaluator = cfg.test_evaluator
         evaluators = evaluator if isinstance(evaluator, list) else [evaluator]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
+    check_model_config(cfg)
     check_data_paths(cfg, ('test_dataloader',))
 
+    start_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.register_hook(CompleteCheckpointHook(args.checkpoint))
     runner.test()
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (CheckpointError, ConfigError, FileNotFoundError) as err:
+        sys.exit(f'error: {err}')

@@ -19,7 +19,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
-from cvt_backbone.training import check_data_paths, prepare_config  # noqa: E402
+from cvt_backbone.checkpoint import CheckpointError, check_checkpoint_path  # noqa: E402
+from cvt_backbone.training import (CompleteCheckpointHook, ConfigError,  # noqa: E402
+                                   check_data_paths, check_model_config, prepare_config,
+                                   start_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,11 +57,20 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('load_from') and '://' not in cfg.load_from:
+        check_checkpoint_path(cfg.load_from)
+    check_model_config(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
 
+    start_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if cfg.get('resume'):
+        runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (CheckpointError, ConfigError, FileNotFoundError) as err:
+        sys.exit(f'error: {err}')
