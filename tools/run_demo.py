@@ -43,7 +43,7 @@ REPORTED = {
 }
 # Shortened schedules for --quick (a smoke run of the whole pipeline).
 QUICK = {
-    'classification': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1'],
+    'classification': ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2'],
     'detection': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1'],
     'segmentation': ['train_cfg.max_iters=20', 'train_cfg.val_interval=20'],
 }

@@ -7,6 +7,7 @@ Examples::
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
+import json
 import os
 import os.path as osp
 import sys
@@ -32,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='write visualised predictions to this folder '
                         '(inside the work dir)')
+    parser.add_argument('--metrics-out', help='write the evaluation metrics to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -43,19 +45,25 @@ def parse_args() -> argparse.Namespace:
 
 
 def enable_visualization(cfg: Config, show_dir: str) -> None:
-    """Switch on the toolbox's visualization hook, writing to ``show_dir``."""
+    """Switch on the toolbox's visualization hook.
+
+    A relative ``show_dir`` lies inside the run's work dir (mmdet: inside its timestamped
+    log folder, as mmdet's own test tool does).
+    """
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ValueError('--show-dir needs a visualization hook in default_hooks; the config '
                          'has none')
     scope = cfg.get('default_scope')
-    if scope == 'mmpretrain':
-        hook.update(enable=True, out_dir=show_dir)
-    elif scope == 'mmdet':
+    if scope == 'mmdet':
         hook.update(draw=True, test_out_dir=show_dir)
+        return
+    out_dir = osp.join(cfg.work_dir, show_dir)
+    if scope == 'mmpretrain':
+        hook.update(enable=True, out_dir=out_dir)
     else:
         hook.update(draw=True, interval=1)
-        cfg.visualizer['save_dir'] = show_dir
+        cfg.visualizer['save_dir'] = out_dir
         cfg.visualizer['vis_backends'] = [dict(type='LocalVisBackend')]
 
 
@@ -83,7 +91,10 @@ def main() -> None:
     start_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.register_hook(CompleteCheckpointHook(args.checkpoint))
-    runner.test()
+    metrics = runner.test()
+    if args.metrics_out:
+        with open(args.metrics_out, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
 
 
 if __name__ == '__main__':
