@@ -20,7 +20,10 @@ TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 
 log() { printf '[setup] %s\n' "$*"; }
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+# This machine's pip configuration names local index folders that may be absent; pip warns
+# about each one on every call. Drop those lines, keep every other message.
+quiet_pip() { "$PY" -m pip --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
+pip_install() { quiet_pip install -q "$@"; }
 
 if [ ! -x "$PY" ]; then
   log "creating $VENV"
@@ -40,7 +43,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_V
     log "building mmcv $MMCV_VERSION with compiled ops (about 8 minutes on 2 cores; cached afterwards)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    quiet_pip download -q --no-deps --no-binary :all: \
       "mmcv==$MMCV_VERSION" -d "$build"
     tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
     src="$build/mmcv-$MMCV_VERSION"
@@ -48,7 +51,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_V
     sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
     mkdir -p "$wheel_dir"
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
-      "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps . -w "$build/dist")
+      quiet_pip wheel -q --no-build-isolation --no-deps . -w "$build/dist")
     cp "$build"/dist/mmcv-*.whl "$wheel_dir/"
     wheel=$(ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)
   fi

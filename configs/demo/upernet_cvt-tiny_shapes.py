@@ -19,8 +19,7 @@ model = dict(
 dataset = dict(
     type='BaseSegDataset',
     data_root='data/shapes',
-    metainfo=dict(classes=('background', *{{_base_.shapes_classes}}),
-                  palette=[(0, 0, 0), *{{_base_.shapes_palette}}]),
+    metainfo=dict(classes={{_base_.shapes_seg_classes}}, palette={{_base_.shapes_seg_palette}}),
     img_suffix='.png',
     seg_map_suffix='.png',
     reduce_zero_label=False)

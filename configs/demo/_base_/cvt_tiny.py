@@ -5,3 +5,6 @@ cvt_tiny = dict(embed_dims=[32, 64, 128], depths=[1, 1, 2], num_heads=[1, 2, 4])
 cvt_tiny_pretrained = 'work_dirs/demo/cvt-tiny_shapes-cls_backbone.pth'
 shapes_classes = ('circle', 'square', 'triangle')
 shapes_palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200)]
+# Semantic segmentation adds the background as class 0.
+shapes_seg_classes = ('background', 'circle', 'square', 'triangle')
+shapes_seg_palette = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200)]
