@@ -11,6 +11,12 @@ Every detail that decides whether the official checkpoints reproduce the officia
 (QuickGELU, the attention scale over the whole stage width, the class token bypassing the
 depthwise projection, per-stage stochastic depth, LayerNorm eps 1e-5) follows the official
 code; see ``convert_official_cvt`` for the weight mapping.
+
+Speed and memory (see :meth:`CvT.fuse`): token tensors are viewed as channels-last maps for
+the convolutions (no layout copies); in eval mode the projection BatchNorms are folded into
+the depthwise convolutions and the QuickGELU MLPs run as one SiLU between rescaled linear
+layers; attention never materialises the score matrix, and its CPU backward uses all
+threads even with one head.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from mmcv.cnn import build_activation_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 LN_EPS = 1e-5
@@ -34,10 +41,14 @@ class QuickGELU(nn.Module):
     """The sigmoid approximation of GELU, ``x * sigmoid(1.702 x)``.
 
     The official CvT checkpoints were trained with it (not with the exact, erf-based GELU).
+    Since ``x * sigmoid(a x) = silu(a x) / a``, :class:`Mlp` folds ``a`` into its linear
+    layers and runs one SiLU kernel instead of three elementwise passes.
     """
 
+    alpha = 1.702
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return x * torch.sigmoid(self.alpha * x)
 
 
 def build_act(act_cfg: dict) -> nn.Module:
@@ -48,9 +59,12 @@ def build_act(act_cfg: dict) -> nn.Module:
 
 
 def tokens_to_map(x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-    """View tokens ``(B, H*W, C)`` as a map ``(B, C, H, W)`` in channels-last memory (no copy)."""
-    B, _, C = x.shape
-    return x.transpose(1, 2).reshape(B, C, *hw_shape)
+    """View tokens ``(B, H*W, C)`` as a map ``(B, C, H, W)`` in channels-last memory (no copy).
+
+    The map has the strides of a channels-last tensor, so convolutions keep it channels-last
+    instead of copying it to NCHW and back (a full copy of the map each way).
+    """
+    return x.unflatten(1, hw_shape).permute(0, 3, 1, 2)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +113,13 @@ class ConvEmbed(nn.Module):
 class DepthwiseConvBN(nn.Module):
     """A depthwise convolution (no bias) followed by BatchNorm: the ``dw_bn`` projection.
 
+    While the BatchNorm uses its running statistics (eval mode, or ``norm_eval``) and
+    ``fused`` is set, it is folded into the convolution: one convolution with the weight
+    ``w * gamma / sqrt(var + eps)`` and the bias ``beta - mean * gamma / sqrt(var + eps)``,
+    computed from the current parameters at each call (``C * k * k`` values, negligible), so
+    the folded path can never go stale after new weights are loaded. In train mode the
+    BatchNorm normalises with batch statistics and runs as a layer of its own.
+
     Args:
         channels: Channels in and out.
         kernel_size: Kernel size of the depthwise convolution.
@@ -111,9 +132,25 @@ class DepthwiseConvBN(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
                               groups=channels, bias=False)
         self.bn = nn.BatchNorm2d(channels)
+        self.fused = True
+
+    def folded_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolution weight ``(C, 1, k, k)`` and bias ``(C,)`` with the BatchNorm folded in.
+
+        Valid while the BatchNorm normalises with its running statistics.
+        """
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return (self.conv.weight * scale.view(-1, 1, 1, 1),
+                bn.bias - bn.running_mean * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, C, H, W)`` to ``(B, C, H', W')``, ``H' = floor((H + 2p - k) / s) + 1``."""
+        if self.fused and not self.bn.training:
+            weight, bias = self.folded_weight_bias()
+            conv = self.conv
+            return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                            conv.groups)
         return self.bn(self.conv(x))
 
 
@@ -162,6 +199,55 @@ class ConvProjection(nn.Module):
         return q, k, v
 
 
+def _query_chunks(batch_heads: int, num_queries: int) -> int:
+    """Query chunks that let the CPU attention backward use every thread.
+
+    Two tasks per thread balance the work; chunks of fewer than 256 queries do not pay.
+
+    Returns:
+        The largest divisor of ``num_queries`` not above that target (1: no chunking).
+    """
+    target = min(-(-2 * torch.get_num_threads() // batch_heads), num_queries // 256)
+    return max(c for c in range(1, max(target, 1) + 1) if num_queries % c == 0)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+              scale: float, dropout_p: float = 0.) -> torch.Tensor:
+    """Multi-head scaled dot-product attention over tokens, without a score matrix.
+
+    Channel ``c`` of a token belongs to head ``c // d`` (``d = C / num_heads``), as in the
+    official code. PyTorch's CPU attention backward parallelises over batch x heads only:
+    for CvT's first stage (one head) it would run on one thread. So when autograd records
+    on the CPU, the queries are dealt into ``chunks`` interleaved groups (query ``n`` to
+    group ``n % chunks``) that act as extra heads, each attending to all keys: the forward
+    result is the same and the backward runs on all threads. The groups are strided views
+    of the queries and the output is a view of the attention result, so nothing is copied
+    but, with several heads, the repeated keys and values.
+
+    Args:
+        q: Queries ``(B, N, C)``.
+        k: Keys ``(B, M, C)``.
+        v: Values ``(B, M, C)``.
+        num_heads: Attention heads ``h``.
+        scale: Logit scale.
+        dropout_p: Dropout on the attention weights.
+
+    Returns:
+        ``(B, N, C)``.
+    """
+    B, N, C = q.shape
+    M, d = k.shape[1], C // num_heads
+    records_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    chunks = (_query_chunks(B * num_heads, N) if records_grad and q.device.type == 'cpu'
+              else 1)
+    # (B, N, C) -> (B, N/chunks, chunks * h, d) -> (B, chunks * h, N/chunks, d)
+    q = q.view(B, N // chunks, chunks * num_heads, d).transpose(1, 2)
+    k, v = (t.view(B, M, 1, num_heads, d).expand(-1, -1, chunks, -1, -1)
+            .reshape(B, M, chunks * num_heads, d).transpose(1, 2) for t in (k, v))
+    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+    return x.transpose(1, 2).reshape(B, N, C)
+
+
 class ConvAttention(nn.Module):
     """Multi-head self-attention over convolutional projections.
 
@@ -194,11 +280,6 @@ class ConvAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, N, h*d) -> (B, h, N, d)``; channel ``c = head * d + i`` as the official code."""
-        B, N, C = x.shape
-        return x.view(B, N, self.num_heads, C // self.num_heads).transpose(1, 2)
-
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
                 ) -> torch.Tensor:
         """Attend.
@@ -212,18 +293,59 @@ class ConvAttention(nn.Module):
             Tokens ``(B, N, C)``.
         """
         q, k, v = self.conv_proj(x, hw_shape, with_cls_token)
-        q = self._split_heads(self.proj_q(q))
-        k = self._split_heads(self.proj_k(k))
-        v = self._split_heads(self.proj_v(v))
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0., scale=self.scale)
-        B, _, N, _ = x.shape
-        x = x.transpose(1, 2).reshape(B, N, -1)
+        x = attention(self.proj_q(q), self.proj_k(k), self.proj_v(v), self.num_heads,
+                      self.scale, self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x))
+
+
+class SiLULinear(torch.autograd.Function):
+    """``linear(silu(x), weight, bias)`` that keeps only ``x`` for the backward pass.
+
+    Autograd would keep both ``x`` (for the SiLU gradient) and ``silu(x)`` (for the weight
+    gradient): two hidden-size activations per MLP. This recomputes ``silu(x)`` in the
+    backward pass instead (one elementwise kernel), halving what the MLP keeps.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                ) -> torch.Tensor:
+        """``(..., C_in) -> (..., C_out)``."""
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.silu(x), weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of ``x``, ``weight`` and ``bias``."""
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
+        if ctx.needs_input_grad[1]:
+            act = F.silu(x).reshape(-1, x.shape[-1]).to(grad_out.dtype)
+            grad_weight = (grad_rows.t() @ act).to(weight.dtype)
+            del act  # before the input gradient's buffers are allocated
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ weight.to(grad_out.dtype)
+            # silu'(x) * grad, written over the activation gradient (no second buffer)
+            torch.ops.aten.silu_backward.grad_input(grad_x, x.to(grad_x.dtype),
+                                                    grad_input=grad_x)
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_weight, grad_bias
 
 
 class Mlp(nn.Module):
     """Two linear layers with an activation between them.
+
+    With QuickGELU and ``fused`` set, ``fc2(x * sigmoid(a x))`` with ``x = fc1(t)`` runs as
+    ``fc2'(silu(fc1'(t)))``, where ``fc1'`` is ``fc1`` scaled by ``a`` and ``fc2'`` has the
+    weight of ``fc2`` divided by ``a``: the same function up to float rounding, computed with
+    one elementwise kernel instead of three. With autograd, :class:`SiLULinear` keeps one
+    hidden-size activation for backward instead of three. The scaled weights are computed at
+    each call from the current parameters.
 
     Args:
         embed_dims: Input and output channels.
@@ -239,9 +361,22 @@ class Mlp(nn.Module):
         self.act = build_act(act_cfg)
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
+        self.fused = True
+
+    def _silu_form(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.act.alpha
+        hidden = F.linear(x, self.fc1.weight * alpha, self.fc1.bias * alpha)
+        weight = self.fc2.weight / alpha
+        if not torch.is_grad_enabled():
+            return F.linear(self.drop(F.silu(hidden, inplace=True)), weight, self.fc2.bias)
+        if self.drop.p and self.training:
+            return F.linear(self.drop(F.silu(hidden)), weight, self.fc2.bias)
+        return SiLULinear.apply(hidden, weight, self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, C) -> (B, N, C)``."""
+        if self.fused and isinstance(self.act, QuickGELU):
+            return self.drop(self._silu_form(x))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -275,19 +410,27 @@ class CvTBlock(nn.Module):
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio),
                        act_cfg or dict(type='QuickGELU'), drop_rate)
 
+    def attention_branch(self, x: torch.Tensor, hw_shape: tuple[int, int],
+                         with_cls_token: bool) -> torch.Tensor:
+        """``x + drop_path(attn(norm1(x)))``: ``(B, N, C) -> (B, N, C)``."""
+        return x + self.drop_path(self.attn(self.norm1(x), hw_shape, with_cls_token))
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + drop_path(mlp(norm2(x)))``: ``(B, N, C) -> (B, N, C)``."""
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
                 ) -> torch.Tensor:
         """``(B, N, C) -> (B, N, C)``; ``N = H*W`` (+1 with a class token)."""
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape, with_cls_token))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.mlp_branch(self.attention_branch(x, hw_shape, with_cls_token))
 
 
 @contextlib.contextmanager
 def _keep_bn_statistics(module: nn.Module):
     """Restore every BatchNorm running statistic of ``module`` on exit.
 
-    Activation checkpointing runs a block's forward twice in training; without this the
-    recomputation would update the BatchNorm running statistics a second time.
+    Activation checkpointing runs the attention branch's forward twice in training; without
+    this the recomputation would update the BatchNorm running statistics a second time.
     """
     bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
@@ -316,7 +459,7 @@ class CvTStage(nn.Module):
         kv_stride: Stride of the key/value depthwise projections.
         with_cls_token: Whether the stage carries a class token.
         drop_path_rates: Stochastic depth rate of each block (``depth`` values).
-        with_cp: Checkpoint each block's activations to save memory.
+        with_cp: Checkpoint the activations of each block's two residual branches.
         block_cfg: Further keyword arguments of :class:`CvTBlock`.
     """
 
@@ -340,11 +483,14 @@ class CvTStage(nn.Module):
 
     def _run_block(self, block: CvTBlock, x: torch.Tensor, hw_shape: tuple[int, int]
                    ) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(
-                block, x, hw_shape, self.with_cls_token, use_reentrant=False,
-                context_fn=lambda: (contextlib.nullcontext(), _keep_bn_statistics(block)))
-        return block(x, hw_shape, self.with_cls_token)
+        if not (self.with_cp and x.requires_grad):
+            return block(x, hw_shape, self.with_cls_token)
+        # One checkpoint per residual branch: the backward then holds the activations of
+        # one branch at a time, not of the whole block.
+        x = cp.checkpoint(
+            block.attention_branch, x, hw_shape, self.with_cls_token, use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _keep_bn_statistics(block.attn)))
+        return cp.checkpoint(block.mlp_branch, x, use_reentrant=False)
 
     def forward(self, x: torch.Tensor
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
@@ -407,7 +553,10 @@ class CvT(BaseModule):
             no gradients, eval mode. ``-1`` or ``0`` freezes nothing.
         norm_eval: Keep every BatchNorm in eval mode during training (use the running
             statistics, as detection and segmentation with small batches want).
-        with_cp: Activation checkpointing per block (less memory, same gradients).
+        with_cp: Activation checkpointing per residual branch (attention, MLP) of every
+            block: less memory, the same gradients, one more forward computation.
+        fused: Compute with the fused formulation (see :meth:`fuse`): the same function up to
+            float rounding, faster and leaner. False: the layer-by-layer reference.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads this project's, mmpretrain's
             or the official checkpoints. None: the official truncated-normal initialisation.
     """
@@ -439,6 +588,7 @@ class CvT(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fused: bool = True,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
@@ -488,6 +638,7 @@ class CvT(BaseModule):
         else:
             self.cls_norm = nn.LayerNorm(self.embed_dims[-1], eps=LN_EPS)
         self._freeze_stages()
+        self.fuse(fused)
 
     # ------------------------------------------------------------------ argument parsing
     def _parse_arch(self, arch: str | dict) -> dict:
@@ -580,6 +731,29 @@ class CvT(BaseModule):
             for m in self.modules():
                 if isinstance(m, _BatchNorm):
                     m.eval()
+        return self
+
+    # ------------------------------------------------------------------ fused formulation
+    def fuse(self, enabled: bool = True) -> 'CvT':
+        """Switch between the fused formulation and the layer-by-layer reference.
+
+        Fused: every projection BatchNorm that uses running statistics (eval mode, or
+        ``norm_eval``) is folded into its depthwise convolution, and the QuickGELU MLPs run
+        as one SiLU between rescaled linear layers. The fused weights are derived from the
+        parameters at each call, so the state dict, checkpoints and training are unaffected
+        and the switch may be flipped at any time; in train mode the BatchNorms keep
+        normalising with batch statistics. Both paths compute the same function up to float
+        rounding.
+
+        Args:
+            enabled: True for the fused formulation, False for the reference.
+
+        Returns:
+            The model itself.
+        """
+        for module in self.modules():
+            if isinstance(module, (DepthwiseConvBN, Mlp)):
+                module.fused = enabled
         return self
 
     # ------------------------------------------------------------------ weights

@@ -1,0 +1,50 @@
+"""Parameters and FLOPs of a CvT preset or of any mmpretrain / mmdet / mmseg config's model.
+
+    python tools/analysis_tools/get_flops.py cvt-13
+    python tools/analysis_tools/get_flops.py cvt-13 --shape 800 1344
+    python tools/analysis_tools/get_flops.py configs/...py --shape 800 1344
+
+MMEngine's FLOP counter counts one multiply-add as one "flop" (it counts MACs) and counts 0
+for ``scaled_dot_product_attention``; this tool adds the attention matmuls and reports
+GFLOPs = 2 x MACs, with the MACs alongside. For detectors and segmentors the count covers
+the ``mode='tensor'`` forward (backbone, neck and heads, as mmdet's get_flops counts
+``_forward``); the RPN/RoI part depends on the number of proposals, which here comes from
+a random input.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import cvt_backbone  # noqa: F401  (registers CvT in the three toolboxes)
+from cvt_backbone import CvT
+from cvt_backbone.analysis.flops import count_flops
+from cvt_backbone.analysis.models import build_from_config, build_preset
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('model', help=f'a config file or a CvT preset '
+                                      f'({", ".join(CvT.arch_settings)})')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input height and width (default: 224 224 for presets and '
+                             'mmpretrain, 800 1344 for mmdet, 512 512 for mmseg)')
+    parser.add_argument('--batch', type=int, default=1, help='images per batch')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.model.lower() in CvT.arch_settings:
+        model = build_preset(args.model.lower())
+        inputs = torch.randn(args.batch, 3, *(args.shape or (224, 224)))
+        title = f'CvT backbone preset {args.model.lower()}'
+    else:
+        model, inputs, scope = build_from_config(args.model, args.shape, args.batch)
+        title = f'{args.model} ({scope} model, backbone + neck + heads)'
+    print(count_flops(model, inputs).summary(title))
+
+
+if __name__ == '__main__':
+    main()
