@@ -132,7 +132,7 @@ def _save_png(array: np.ndarray, path: str) -> None:
     Image.fromarray(array).save(path)
 
 
-def make_classification_set(root: str, num_train: int = 1500, num_val: int = 300,
+def make_classification_set(root: str, num_train: int = 6000, num_val: int = 600,
                             size: int = 64, seed: int = 0) -> dict[str, int]:
     """Write one-shape images as ``<root>/{train,val}/<class>/<n>.png``.
 
@@ -143,7 +143,7 @@ def make_classification_set(root: str, num_train: int = 1500, num_val: int = 300
     counts = {}
     for split, num in (('train', num_train), ('val', num_val)):
         for n in range(num):
-            img, instances = render_scene(rng, size, (1, 1), (0.18, 0.42))
+            img, instances = render_scene(rng, size, (1, 1), (0.28, 0.45))
             label = CLASSES[instances[0].label]
             _save_png(img, osp.join(root, split, label, f'{n:05d}.png'))
         counts[split] = num
