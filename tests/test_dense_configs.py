@@ -4,7 +4,7 @@ import glob
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 import cvt_backbone
 
@@ -15,8 +15,8 @@ UPERNET = sorted(glob.glob('configs/upernet/*.py'))
 def build(path: str):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None
-    init_default_scope(cfg.default_scope)
-    model = cvt_backbone.REGISTRIES[cfg.default_scope].build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = cvt_backbone.REGISTRIES[cfg.default_scope].build(cfg.model)
     model.init_weights()
     return cfg, model
 
