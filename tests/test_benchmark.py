@@ -82,12 +82,14 @@ def test_report_table_and_chart(tmp_path):
                fake_result('swin-t', 0.4),
                dict(name='x', case=Case('cvt-21', 'infer', 1, 64, 96).to_dict(),
                     error='exit status -9')]
-    assert speedups(results) == {'infer-b1-64x96/cvt-13': 4.0,
-                                 'infer-b1-64x96/port-cvt-13': 1.0}
+    results[1]['gemm'] = 5.  # the port's process saw half the matmul rate
+    assert speedups(results) == {'infer-b1-64x96/cvt-13': (4.0, 2.0),
+                                 'infer-b1-64x96/port-cvt-13': (1.0, 1.0)}
     table = markdown_table(results)
     assert '| infer b1 64x96 | CvT-13 | 500 ms | 1.20 | 0.30 | 2.0 |' in table
-    assert '4.00x' in table and 'failed: exit status -9' in table
+    assert '| 4.00x | 2.00x |' in table and 'failed: exit status -9' in table
     assert table.count('\n') == len(results) + 1
+    assert len({line.count('|') for line in table.splitlines()}) == 1  # same columns
     bar_chart(results, str(tmp_path / 'chart.png'))
     assert (tmp_path / 'chart.png').stat().st_size > 1000
 

@@ -10,31 +10,32 @@ CONVENTIONS = (
     'process; "peak" is the whole process (imports and weights included), "+built" is the '
     'peak above the process right after the model and input were built. FLOPs: 2 x '
     'multiply-accumulates of the forward (attention matmuls included); a training step '
-    'counts 3 x the forward. "of GEMM": achieved FLOP rate over the best rate of a '
-    'square fp32 matmul (same dtype for autocast rows) timed in the same process before '
-    'and after the case. "x port": latency of transformers\' CvtModel with the same '
-    'weights and input over this row\'s latency.')
+    'counts 3 x the forward. "GEMM": rate of a square fp32 matmul (the case\'s dtype for '
+    'autocast rows), median of 5, measured in the same process before and after the case, '
+    'the higher of the two; "of GEMM": achieved FLOP rate over it. "x port": latency of '
+    'transformers\' CvtModel (same weights, same input, its own process) over this row\'s '
+    'latency; "x port, per GEMM": the same with each latency counted in its own process\'s '
+    'matmul time, which cancels a load that differed between the two processes.')
 
 
-def speedups(results: list[dict]) -> dict[str, float]:
+def speedups(results: list[dict]) -> dict[str, tuple[float, float]]:
     """Speed-up of each result over the transformers port in the same setting.
 
     Args:
         results: Worker results.
 
     Returns:
-        ``name -> port latency / latency`` for results whose port was measured.
+        ``name -> (port latency / latency, the same with each latency multiplied by its
+        process's matmul rate)`` for results whose port was measured.
     """
-    latency = {r['name']: r['latency'] for r in results if 'error' not in r}
+    done = {r['name']: r for r in results if 'error' not in r}
     out = {}
-    for result in results:
+    for name, result in done.items():
         case = Case(**result['case'])
-        port = case.spec.port
-        if port is None or result['name'] not in latency:
-            continue
-        port_name = case.same_setting(port).name
-        if port_name in latency:
-            out[result['name']] = latency[port_name] / latency[result['name']]
+        port = case.spec.port and done.get(case.same_setting(case.spec.port).name)
+        if port:
+            out[name] = (port['latency'] / result['latency'],
+                         port['latency'] * port['gemm'] / (result['latency'] * result['gemm']))
     return out
 
 
@@ -46,23 +47,23 @@ def markdown_table(results: list[dict]) -> str:
     """One row per case, grouped by setting, in the order run."""
     memory = next((r['memory'] for r in results if 'memory' in r), 'peak RSS')
     header = ('| setting | model | latency | ' + memory + ' (GB) | +built (GB) | GFLOP '
-              '| GFLOP/s | GEMM GFLOP/s | of GEMM | x port |')
-    lines = [header, '|' + ' --- |' * 10]
+              '| GFLOP/s | GEMM GFLOP/s | of GEMM | x port | x port, per GEMM |')
+    lines = [header, '|' + ' --- |' * 11]
     ratios = speedups(results)
     for result in results:
         case = Case(**result['case'])
         label = MODELS[case.model].label
         if 'error' in result:
             lines.append(f'| {case.setting} | {label} | failed: {result["error"]} |'
-                         + ' |' * 7)
+                         + ' |' * 8)
             continue
         ratio = ratios.get(result['name'])
+        ratio = ('| | |' if ratio is None else f'| {ratio[0]:.2f}x | {ratio[1]:.2f}x |')
         lines.append(
             f'| {case.setting} | {label} | {_format_latency(result["latency"])} '
             f'| {result["process_peak"] / 1e9:.2f} | {result["increase"] / 1e9:.2f} '
             f'| {result["flops"] / 1e9:.1f} | {result["achieved"]:.1f} '
-            f'| {result["gemm"]:.1f} | {100 * result["fraction_of_gemm"]:.0f}% '
-            f'| {"" if ratio is None else f"{ratio:.2f}x"} |')
+            f'| {result["gemm"]:.1f} | {100 * result["fraction_of_gemm"]:.0f}% {ratio}')
     return '\n'.join(lines)
 
 
