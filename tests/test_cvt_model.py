@@ -211,3 +211,9 @@ def test_bad_inputs_are_named():
         model(torch.randn(1, 3, 2, 64))
     with pytest.raises(TypeError, match='torch.Tensor'):
         model([torch.randn(1, 3, 64, 64)])
+
+
+def test_builds_on_the_meta_device_without_memory():
+    with torch.device('meta'):
+        model = CvT(arch='cvt-w24')
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 276.17

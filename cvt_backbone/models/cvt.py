@@ -623,7 +623,7 @@ class CvT(BaseModule):
                 patch_padding=self.arch['patch_paddings'][i],
                 kv_stride=self.arch['kv_strides'][i],
                 with_cls_token=self.arch['cls_token'][i],
-                drop_path_rates=torch.linspace(0, stage_rates[i], depth).tolist(),
+                drop_path_rates=[stage_rates[i] * j / max(depth - 1, 1) for j in range(depth)],
                 with_cp=with_cp,
                 mlp_ratio=self.arch['mlp_ratio'],
                 qkv_bias=qkv_bias,
