@@ -162,7 +162,7 @@ def _bbox(mask: np.ndarray) -> list[float]:
             float(ys.max() - ys.min() + 1)]
 
 
-def make_scene_set(root: str, num_train: int = 400, num_val: int = 100, size: int = 128,
+def make_scene_set(root: str, num_train: int = 800, num_val: int = 100, size: int = 128,
                    num_objects: tuple[int, int] = (1, 4), radius: tuple[float, float] = (0.1, 0.25),
                    seed: int = 0) -> dict[str, int]:
     """Write multi-shape scenes with COCO instance annotations and mmseg label maps.
