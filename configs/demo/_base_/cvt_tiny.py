@@ -1,8 +1,10 @@
-# The small CvT shared by the demos: the classifier pretrains it, the detector and the
-# segmentor start from its weights.
+# The small CvT shared by the demos: the classifier pretrains it, the detector starts from
+# the classifier's weights and the segmentor from the detector's.
 cvt_tiny = dict(embed_dims=[32, 64, 128], depths=[1, 1, 2], num_heads=[1, 2, 4])
 # Where tools/run_demo.py puts the pretrained backbone weights.
-cvt_tiny_pretrained = 'work_dirs/demo/cvt-tiny_shapes-cls_backbone.pth'
+cvt_tiny_pretrained = 'work_dirs/demo/cls_backbone.pth'
+# Where it puts the detector's backbone weights (the segmentor starts from them).
+cvt_tiny_det_pretrained = 'work_dirs/demo/mask_rcnn_backbone.pth'
 shapes_classes = ('circle', 'square', 'triangle')
 shapes_palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200)]
 # Semantic segmentation adds the background as class 0.
