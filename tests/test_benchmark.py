@@ -1,4 +1,5 @@
 """The benchmark: the transformers port's weights, cases, measurements and the report."""
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from cvt_backbone import CvT
 from cvt_backbone.analysis.cases import MODELS, Case, default_cases, quick_cases, select
 from cvt_backbone.analysis.models import build_transformers_port
 from cvt_backbone.analysis.report import bar_chart, markdown_table, speedups
-from cvt_backbone.analysis.runner import Settings, measure
+from cvt_backbone.analysis.runner import Settings, SubprocessRunner, measure
 from hf_reference import randomize_norms
 
 ROOT = Path(__file__).parents[1]
@@ -109,3 +110,17 @@ def test_benchmark_tool_quick_run(tmp_path):
     table = (tmp_path / 'benchmark.md').read_text()
     assert '| infer b2 64x96 | CvT-13 |' in table and 'Command:' in table
     assert (tmp_path / 'benchmark.png').exists() and (tmp_path / 'results.json').exists()
+
+
+def test_mmap_threshold_rows_set_glibc_env_of_their_process_only(monkeypatch):
+    monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '999')
+    runner = SubprocessRunner(Settings('cpu', threads=2, gemm_size=128), log=lambda _: None)
+    plain = Case('cvt-13', 'train', 1, 800, 1344, with_cp=True)
+    fixed = dataclasses.replace(plain, mmap_threshold=128 * 1024)
+    assert 'MALLOC_MMAP_THRESHOLD_' not in runner._env(plain)
+    assert runner._env(fixed)['MALLOC_MMAP_THRESHOLD_'] == '131072'
+    assert runner._env(fixed)['OMP_NUM_THREADS'] == '2'
+    assert fixed.name == 'train-b1-800x1344-with_cp-mmap_threshold=128K/cvt-13'
+    cpu_names = [c.name for c in default_cases('cpu')]
+    assert fixed.name in cpu_names and 'train-b1-800x1344-mmap_threshold=128K/cvt-13' in cpu_names
+    assert not any('mmap' in c.name for c in default_cases('cuda'))

@@ -202,10 +202,13 @@ class SubprocessRunner:
     def _macs_key(case: Case) -> tuple:
         return case.spec.flop_key, case.batch, case.height, case.width
 
-    def _env(self) -> dict:
+    def _env(self, case: Case) -> dict:
         env = dict(os.environ)
         for name in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
             env[name] = str(self.settings.threads)
+        env.pop('MALLOC_MMAP_THRESHOLD_', None)
+        if case.mmap_threshold is not None:
+            env['MALLOC_MMAP_THRESHOLD_'] = str(case.mmap_threshold)
         return env
 
     def run(self, case: Case, label: str) -> dict:
@@ -221,7 +224,7 @@ class SubprocessRunner:
         result = None
         with tempfile.TemporaryFile('w+') as errors:
             with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                  env=self._env()) as process:
+                                  env=self._env(case)) as process:
                 for line in process.stdout:
                     if line.startswith(PROGRESS):
                         self.log(f'{label} {case.name}: {line[len(PROGRESS):].strip()} '
