@@ -58,11 +58,7 @@ QUICK = {
 
 def data_options(name: str, data_dir: str) -> list[str]:
     """``--cfg-options`` that point a demo config at datasets under ``data_dir``."""
-    if name == 'classification':
-        root = osp.join(data_dir, 'shapes_cls')
-        return [f'{split}_dataloader.dataset.data_root={root}'
-                for split in ('train', 'val', 'test')]
-    root = osp.join(data_dir, 'shapes')
+    root = osp.join(data_dir, 'shapes_cls' if name == 'classification' else 'shapes')
     options = [f'{split}_dataloader.dataset.data_root={root}'
                for split in ('train', 'val', 'test')]
     if name == 'detection':
