@@ -7,7 +7,12 @@ custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='CvT', arch={{_base_.cvt_tiny}}, out_type='cls_token'),
+    # PyTorch's default Linear init (Kaiming-uniform, a=sqrt(5)) instead of the official
+    # truncated normal (std 0.02): at 32-128 channels the official init starts too small
+    # for a 1500-step schedule (top-1 91.2 % vs 81.3 %, both with lr 5e-4).
+    backbone=dict(type='CvT', arch={{_base_.cvt_tiny}}, out_type='cls_token',
+                  init_cfg=dict(type='Kaiming', layer='Linear', a=5**0.5, mode='fan_in',
+                                nonlinearity='leaky_relu', distribution='uniform')),
     head=dict(
         type='LinearClsHead',
         num_classes=3,
@@ -47,7 +52,7 @@ test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                        custom_keys={'.cls_token': dict(decay_mult=0.0)}),
     clip_grad=dict(max_norm=5.0))
@@ -56,7 +61,9 @@ param_scheduler = [
          convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=4)
+# 12 epochs: top-1 96.2 % (90.0 % after 8). How well the backbone knows the shapes decides
+# the detector's and above all the segmentor's score (README, "What each choice bought").
+train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()
 

@@ -54,7 +54,9 @@ val_dataloader = dict(
                  data_prefix=dict(img_path='images/val', seg_map_path='masks/val')))
 test_dataloader = val_dataloader
 
-max_iters = 300
+# 500 iterations: mIoU 60.0-62.2 from the detector of the 12-epoch classifier (51.1 halfway;
+# 54.1 after 300 from a weaker classifier's detector).
+max_iters = 500
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
