@@ -9,7 +9,7 @@ model = dict(
     type='ImageClassifier',
     # PyTorch's default Linear init (Kaiming-uniform, a=sqrt(5)) instead of the official
     # truncated normal (std 0.02): at 32-128 channels the official init starts too small
-    # for a 1500-step schedule (top-1 91.2 % vs 81.3 %, both with lr 5e-4).
+    # for a short schedule (top-1 after 8 epochs 91.2 % vs 81.3 %, both with lr 5e-4).
     backbone=dict(type='CvT', arch={{_base_.cvt_tiny}}, out_type='cls_token',
                   init_cfg=dict(type='Kaiming', layer='Linear', a=5**0.5, mode='fan_in',
                                 nonlinearity='leaky_relu', distribution='uniform')),
