@@ -36,7 +36,8 @@ from cvt_backbone.demo import (extract_backbone, latest_checkpoint,  # noqa: E40
 
 # (name, config, work sub-dir, the step whose backbone it starts from). Each model starts
 # from the backbone of the one before: the segmentor from the detector's, whose backbone has
-# learnt to find and tell apart the shapes in scenes (mIoU 35 vs 21 from the classifier's).
+# learnt to find and tell apart the shapes in scenes (mIoU 62.0 vs 54.3 from the classifier's
+# after 500 iterations).
 STEPS = (
     ('classification', 'configs/demo/cvt-tiny_shapes-cls.py', 'cls', None),
     ('detection', 'configs/demo/mask-rcnn_cvt-tiny_fpn_shapes.py', 'mask_rcnn', 'classification'),
