@@ -7,7 +7,7 @@ setup:
 	bash tools/setup_env.sh
 
 demo: setup
-	$(PY) tools/run_demo.py
+	$(PY) tools/demo/run_demo.py
 
 test: setup
 	$(PY) -m pytest tests

@@ -1,14 +1,17 @@
 """cvt-backbone: CvT (Convolutional vision Transformer) for mmpretrain, mmdet and mmseg.
 
-Importing the package registers :class:`CvT` in the three toolboxes' model registries and
-makes MMEngine load every local checkpoint with ``weights_only=True`` and write it atomically.
+Importing the package registers :class:`CvT` in the model registry of each installed
+toolbox, and makes MMEngine read every checkpoint with this package's reader (no code from
+a checkpoint ever runs) and write every local file atomically
+(:mod:`cvt_backbone.checkpoint.guard`).
 """
-from . import fileio  # noqa: F401  (atomic checkpoint writes)
-from .checkpoint import (CheckpointError, convert_official_cvt, load_checkpoint_file,
-                         load_cvt_weights)
+from . import engine  # noqa: F401  (hooks, samplers and optimizer wrappers of the tools)
+from .checkpoint import (CheckpointError, convert_official_cvt, load_cvt_weights,
+                         read_checkpoint)
+from .checkpoint import guard as _guard  # noqa: F401  (MMEngine's loaders made safe)
 from .models import CvT, QuickGELU
 from .registration import REGISTRIES
 from .version import __version__
 
-__all__ = ['CvT', 'QuickGELU', 'CheckpointError', 'convert_official_cvt',
-           'load_checkpoint_file', 'load_cvt_weights', 'REGISTRIES', '__version__']
+__all__ = ['CvT', 'QuickGELU', 'CheckpointError', 'convert_official_cvt', 'load_cvt_weights',
+           'read_checkpoint', 'REGISTRIES', '__version__']

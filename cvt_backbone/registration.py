@@ -1,16 +1,49 @@
-"""Put this package's models into the model registries of mmpretrain, mmdet and mmseg.
+"""Put CvT into the model registry of each of mmpretrain, mmdet and mmseg that is installed.
 
-After ``import cvt_backbone``, ``dict(type='CvT', ...)`` builds from each toolbox's
+After ``import cvt_backbone``, ``dict(type='CvT', ...)`` builds from each installed toolbox's
 ``MODELS`` registry, so configs of all three can use it through
-``custom_imports=dict(imports=['cvt_backbone'], allow_failed_imports=False)``.
+``custom_imports=dict(imports=['cvt_backbone'], allow_failed_imports=False)``. A toolbox that is
+not installed is skipped; one that is installed but fails to import is an error, since a
+half-working toolbox would otherwise surface much later.
 """
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-from mmseg.registry import MODELS as MMSEG_MODELS
+from __future__ import annotations
+
+import importlib
+import importlib.util
 
 from .models import CvT
 
-REGISTRIES = {'mmpretrain': MMPRETRAIN_MODELS, 'mmdet': MMDET_MODELS, 'mmseg': MMSEG_MODELS}
+#: toolbox -> (its registry module, the pip package, the cvt-backbone extra that brings it)
+TOOLBOXES = {
+    'mmpretrain': ('mmpretrain.registry', 'mmpretrain', 'cls'),
+    'mmdet': ('mmdet.registry', 'mmdet', 'det'),
+    'mmseg': ('mmseg.registry', 'mmsegmentation', 'seg'),
+}
 
-for _registry in REGISTRIES.values():
-    _registry.register_module(module=CvT)
+
+def installed_toolboxes() -> list[str]:
+    """The toolboxes of :data:`TOOLBOXES` that are installed (importable or not)."""
+    return [name for name in TOOLBOXES if importlib.util.find_spec(name) is not None]
+
+
+def _register() -> dict:
+    registries = {}
+    for name in installed_toolboxes():
+        module, package, extra = TOOLBOXES[name]
+        try:
+            registry = importlib.import_module(module).MODELS
+        except ImportError as err:
+            raise ImportError(f'cvt_backbone: {package} is installed but does not import '
+                              f'({err}); reinstall it, e.g. pip install -e .[{extra}]') from err
+        registry.register_module(module=CvT)
+        registries[name] = registry
+    if not registries:
+        extras = ', '.join(f'{package} (pip install cvt-backbone[{extra}])'
+                           for _, package, extra in TOOLBOXES.values())
+        raise ImportError(f'cvt_backbone needs at least one OpenMMLab toolbox to register CvT '
+                          f'in, and none is installed: {extras}, or all three with [all]')
+    return registries
+
+
+#: The model registries CvT was put into, by toolbox.
+REGISTRIES = _register()

@@ -5,8 +5,6 @@
 # Shorten the run with --cfg-options train_cfg.max_epochs=30 (the cosine follows).
 _base_ = ['./cvt-13_8xb256_in1k-224px.py']
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
-
 load_from = 'work_dirs/cvt-13_8xb256_in1k-224px/epoch_300.pth'
 
 # The 224 pipeline with a 384 crop (BGR mean and std for the padding and erasing fills).

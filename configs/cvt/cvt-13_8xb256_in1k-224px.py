@@ -8,6 +8,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/cvt_paramwise.py',
 ]
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
@@ -28,15 +29,8 @@ model = dict(
 
 train_dataloader = dict(batch_size=256)
 
-# No weight decay on LayerNorm and BatchNorm parameters, biases and the class token;
-# the depthwise convolutions keep it (the official WITHOUT_WD_LIST ['bn', 'bias', 'ln']).
-optim_wrapper = dict(
-    optimizer=dict(lr=2e-3, weight_decay=0.05),
-    paramwise_cfg=dict(
-        _delete_=True,
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        custom_keys={'.cls_token': dict(decay_mult=0.0)}))
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.05),
+                     paramwise_cfg={{_base_.cvt_paramwise_cfg}})
 
 # 5 warm-up epochs from 1e-6, then cosine to 1e-5 (the official timm scheduler steps once
 # per epoch; here both step per iteration).

@@ -3,8 +3,6 @@
 # 90 epochs are the usual ImageNet-22k budget (Swin, BiT), our choice. No validation set.
 _base_ = ['./cvt-13_8xb256_in1k-224px.py']
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
-
 # The 21,841 synsets of the fall 2011 release; must match the labels of meta/train.txt.
 num_classes = 21841
 

@@ -2,8 +2,6 @@
 # (microsoft/CvT experiments/imagenet/cvt/cvt-21-384x384.yaml: weight decay 0.1).
 _base_ = ['./cvt-13_8xb128_in1k-384px.py']
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
-
 model = dict(backbone=dict(arch='cvt-21'))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.1))

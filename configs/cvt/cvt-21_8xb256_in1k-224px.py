@@ -3,8 +3,6 @@
 # same learning rate per image as 128 images x 1.25e-4 per GPU).
 _base_ = ['./cvt-13_8xb256_in1k-224px.py']
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
-
 model = dict(backbone=dict(arch='cvt-21'))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.1))

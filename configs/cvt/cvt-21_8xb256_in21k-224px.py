@@ -2,8 +2,6 @@
 # CvT-21 weight decay 0.1.
 _base_ = ['./cvt-13_8xb256_in21k-224px.py']
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
-
 model = dict(backbone=dict(arch='cvt-21'))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.1))

@@ -1,5 +1,5 @@
 # Mask R-CNN with a CvT-13 backbone on COCO, 1x schedule: mmdet's Swin-T recipe with CvT in.
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/cvt_paramwise.py']
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
@@ -19,11 +19,5 @@ model = dict(
     # stride-16 map, so the RPN anchors (strides 4..64) and RoI extractors (4..32) still fit.
     neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
 
-# AdamW as for Swin; no weight decay on norms (LayerNorm and BatchNorm), biases and the
-# class token; the depthwise projection convs keep it (as the official CvT recipe).
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        _delete_=True,
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+# AdamW as for Swin, without weight decay on norms, biases and the class token.
+optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})

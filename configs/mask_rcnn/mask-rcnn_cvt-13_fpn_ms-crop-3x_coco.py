@@ -1,6 +1,8 @@
 # Mask R-CNN with a CvT-13 backbone on COCO, 3x schedule with multi-scale + crop augmentation
 # (mmdet's Swin-T ms-crop-3x recipe with CvT in; the model part as in the 1x config).
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', '../_base_/cvt_paramwise.py'
+]
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
@@ -15,9 +17,4 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
 
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        _delete_=True,
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})

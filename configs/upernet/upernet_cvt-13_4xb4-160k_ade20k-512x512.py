@@ -1,6 +1,9 @@
 # UperNet with a CvT-13 backbone on ADE20K, 160k iterations at 512x512, 4 GPUs x 4 images
 # (mmseg's Swin-T UperNet recipe with CvT in: AdamW lr 6e-5, weight decay 0.01, poly).
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    '../_base_/cvt_paramwise.py'
+]
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
@@ -21,11 +24,6 @@ model = dict(
     # head's deepest input.
     auxiliary_head=dict(in_channels=192, in_index=1))
 
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        _delete_=True,
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
 
 train_dataloader = dict(batch_size=4)

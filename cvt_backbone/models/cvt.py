@@ -10,29 +10,27 @@ size works. The last stage carries a class token for classification.
 Every detail that decides whether the official checkpoints reproduce the official outputs
 (QuickGELU, the attention scale over the whole stage width, the class token bypassing the
 depthwise projection, per-stage stochastic depth, LayerNorm eps 1e-5) follows the official
-code; see ``convert_official_cvt`` for the weight mapping.
-
-Speed and memory (see :meth:`CvT.fuse`): token tensors are viewed as channels-last maps for
-the convolutions (no layout copies); in eval mode the projection BatchNorms are folded into
-the depthwise convolutions and the QuickGELU MLPs run as one SiLU between rescaled linear
-layers; attention never materialises the score matrix, and its CPU backward uses all
-threads even with one head.
+code; :mod:`cvt_backbone.checkpoint.convert` holds the weight names of the published
+checkpoints. Faster formulations of the same layers live in :mod:`.ops`, behind one switch
+(``fast_kernels``).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
-from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..checkpoint.loading import cvt_load_state_dict_pre_hook, load_cvt_weights
+from . import ops
 
 LN_EPS = 1e-5
 
@@ -41,8 +39,6 @@ class QuickGELU(nn.Module):
     """The sigmoid approximation of GELU, ``x * sigmoid(1.702 x)``.
 
     The official CvT checkpoints were trained with it (not with the exact, erf-based GELU).
-    Since ``x * sigmoid(a x) = silu(a x) / a``, :class:`Mlp` folds ``a`` into its linear
-    layers and runs one SiLU kernel instead of three elementwise passes.
     """
 
     alpha = 1.702
@@ -113,11 +109,8 @@ class ConvEmbed(nn.Module):
 class DepthwiseConvBN(nn.Module):
     """A depthwise convolution (no bias) followed by BatchNorm: the ``dw_bn`` projection.
 
-    While the BatchNorm uses its running statistics (eval mode, or ``norm_eval``) and
-    ``fused`` is set, it is folded into the convolution: one convolution with the weight
-    ``w * gamma / sqrt(var + eps)`` and the bias ``beta - mean * gamma / sqrt(var + eps)``,
-    computed from the current parameters at each call (``C * k * k`` values, negligible), so
-    the folded path can never go stale after new weights are loaded. In train mode the
+    With ``fast_kernels`` and a BatchNorm that uses its running statistics (eval mode, or
+    ``norm_eval``) the two run as one convolution (:func:`.ops.conv_bn`). In train mode the
     BatchNorm normalises with batch statistics and runs as a layer of its own.
 
     Args:
@@ -132,25 +125,12 @@ class DepthwiseConvBN(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
                               groups=channels, bias=False)
         self.bn = nn.BatchNorm2d(channels)
-        self.fused = True
-
-    def folded_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The convolution weight ``(C, 1, k, k)`` and bias ``(C,)`` with the BatchNorm folded in.
-
-        Valid while the BatchNorm normalises with its running statistics.
-        """
-        bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        return (self.conv.weight * scale.view(-1, 1, 1, 1),
-                bn.bias - bn.running_mean * scale)
+        self.fast_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, C, H, W)`` to ``(B, C, H', W')``, ``H' = floor((H + 2p - k) / s) + 1``."""
-        if self.fused and not self.bn.training:
-            weight, bias = self.folded_weight_bias()
-            conv = self.conv
-            return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                            conv.groups)
+        if self.fast_kernels and not self.bn.training:
+            return ops.conv_bn(x, self.conv, self.bn)
         return self.bn(self.conv(x))
 
 
@@ -199,61 +179,13 @@ class ConvProjection(nn.Module):
         return q, k, v
 
 
-def _query_chunks(batch_heads: int, num_queries: int) -> int:
-    """Query chunks that let the CPU attention backward use every thread.
-
-    Two tasks per thread balance the work; chunks of fewer than 256 queries do not pay.
-
-    Returns:
-        The largest divisor of ``num_queries`` not above that target (1: no chunking).
-    """
-    target = min(-(-2 * torch.get_num_threads() // batch_heads), num_queries // 256)
-    return max(c for c in range(1, max(target, 1) + 1) if num_queries % c == 0)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
-              scale: float, dropout_p: float = 0.) -> torch.Tensor:
-    """Multi-head scaled dot-product attention over tokens, without a score matrix.
-
-    Channel ``c`` of a token belongs to head ``c // d`` (``d = C / num_heads``), as in the
-    official code. PyTorch's CPU attention backward parallelises over batch x heads only:
-    for CvT's first stage (one head) it would run on one thread. So when autograd records
-    on the CPU, the queries are dealt into ``chunks`` interleaved groups (query ``n`` to
-    group ``n % chunks``) that act as extra heads, each attending to all keys: the forward
-    result is the same and the backward runs on all threads. The groups are strided views
-    of the queries and the output is a view of the attention result, so nothing is copied
-    but, with several heads, the repeated keys and values.
-
-    Args:
-        q: Queries ``(B, N, C)``.
-        k: Keys ``(B, M, C)``.
-        v: Values ``(B, M, C)``.
-        num_heads: Attention heads ``h``.
-        scale: Logit scale.
-        dropout_p: Dropout on the attention weights.
-
-    Returns:
-        ``(B, N, C)``.
-    """
-    B, N, C = q.shape
-    M, d = k.shape[1], C // num_heads
-    records_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    chunks = (_query_chunks(B * num_heads, N) if records_grad and q.device.type == 'cpu'
-              else 1)
-    # (B, N, C) -> (B, N/chunks, chunks * h, d) -> (B, chunks * h, N/chunks, d)
-    q = q.view(B, N // chunks, chunks * num_heads, d).transpose(1, 2)
-    k, v = (t.view(B, M, 1, num_heads, d).expand(-1, -1, chunks, -1, -1)
-            .reshape(B, M, chunks * num_heads, d).transpose(1, 2) for t in (k, v))
-    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
-    return x.transpose(1, 2).reshape(B, N, C)
-
-
 class ConvAttention(nn.Module):
     """Multi-head self-attention over convolutional projections.
 
-    The attention itself runs through ``F.scaled_dot_product_attention``, so no query-by-key
-    matrix is materialised by this code. The logits are scaled by ``embed_dims ** -0.5``
-    (the whole stage width, as the official model does), not by the head width.
+    The attention itself runs through ``F.scaled_dot_product_attention``
+    (:func:`.ops.attention`), so no query-by-key matrix is materialised by this code. The
+    logits are scaled by ``embed_dims ** -0.5`` (the whole stage width, as the official model
+    does), not by the head width.
 
     Args:
         embed_dims: Token channels.
@@ -273,6 +205,7 @@ class ConvAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = embed_dims ** -0.5
         self.attn_drop = attn_drop
+        self.fast_kernels = True
         self.conv_proj = ConvProjection(embed_dims, kernel_size, kv_stride, padding)
         self.proj_q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.proj_k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
@@ -293,59 +226,18 @@ class ConvAttention(nn.Module):
             Tokens ``(B, N, C)``.
         """
         q, k, v = self.conv_proj(x, hw_shape, with_cls_token)
-        x = attention(self.proj_q(q), self.proj_k(k), self.proj_v(v), self.num_heads,
-                      self.scale, self.attn_drop if self.training else 0.)
+        x = ops.attention(self.proj_q(q), self.proj_k(k), self.proj_v(v), self.num_heads,
+                          self.scale, self.attn_drop if self.training else 0.,
+                          fast=self.fast_kernels)
         return self.proj_drop(self.proj(x))
-
-
-class SiLULinear(torch.autograd.Function):
-    """``linear(silu(x), weight, bias)`` that keeps only ``x`` for the backward pass.
-
-    Autograd would keep both ``x`` (for the SiLU gradient) and ``silu(x)`` (for the weight
-    gradient): two hidden-size activations per MLP. This recomputes ``silu(x)`` in the
-    backward pass instead (one elementwise kernel), halving what the MLP keeps.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-                ) -> torch.Tensor:
-        """``(..., C_in) -> (..., C_out)``."""
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.linear(F.silu(x), weight, bias)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Gradients of ``x``, ``weight`` and ``bias``."""
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-        if ctx.needs_input_grad[1]:
-            act = F.silu(x).reshape(-1, x.shape[-1]).to(grad_out.dtype)
-            grad_weight = (grad_rows.t() @ act).to(weight.dtype)
-            del act  # before the input gradient's buffers are allocated
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0).to(weight.dtype)
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight.to(grad_out.dtype)
-            # silu'(x) * grad, written over the activation gradient (no second buffer)
-            torch.ops.aten.silu_backward.grad_input(grad_x, x.to(grad_x.dtype),
-                                                    grad_input=grad_x)
-            grad_x = grad_x.to(x.dtype)
-        return grad_x, grad_weight, grad_bias
 
 
 class Mlp(nn.Module):
     """Two linear layers with an activation between them.
 
-    With QuickGELU and ``fused`` set, ``fc2(x * sigmoid(a x))`` with ``x = fc1(t)`` runs as
-    ``fc2'(silu(fc1'(t)))``, where ``fc1'`` is ``fc1`` scaled by ``a`` and ``fc2'`` has the
-    weight of ``fc2`` divided by ``a``: the same function up to float rounding, computed with
-    one elementwise kernel instead of three. With autograd, :class:`SiLULinear` keeps one
-    hidden-size activation for backward instead of three. The scaled weights are computed at
-    each call from the current parameters.
+    With QuickGELU and ``fast_kernels`` the MLP runs in the SiLU form
+    (:func:`.ops.silu_mlp`): the same function, one elementwise kernel, one stored
+    activation.
 
     Args:
         embed_dims: Input and output channels.
@@ -361,22 +253,12 @@ class Mlp(nn.Module):
         self.act = build_act(act_cfg)
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
-        self.fused = True
-
-    def _silu_form(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.act.alpha
-        hidden = F.linear(x, self.fc1.weight * alpha, self.fc1.bias * alpha)
-        weight = self.fc2.weight / alpha
-        if not torch.is_grad_enabled():
-            return F.linear(self.drop(F.silu(hidden, inplace=True)), weight, self.fc2.bias)
-        if self.drop.p and self.training:
-            return F.linear(self.drop(F.silu(hidden)), weight, self.fc2.bias)
-        return SiLULinear.apply(hidden, weight, self.fc2.bias)
+        self.fast_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, C) -> (B, N, C)``."""
-        if self.fused and isinstance(self.act, QuickGELU):
-            return self.drop(self._silu_form(x))
+        if self.fast_kernels and isinstance(self.act, QuickGELU):
+            return self.drop(ops.silu_mlp(x, self.fc1, self.fc2, self.act.alpha, self.drop))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -425,26 +307,6 @@ class CvTBlock(nn.Module):
         return self.mlp_branch(self.attention_branch(x, hw_shape, with_cls_token))
 
 
-@contextlib.contextmanager
-def _keep_bn_statistics(module: nn.Module):
-    """Restore every BatchNorm running statistic of ``module`` on exit.
-
-    Activation checkpointing runs the attention branch's forward twice in training; without
-    this the recomputation would update the BatchNorm running statistics a second time.
-    """
-    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in bns]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip(bns, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
-
-
 class CvTStage(nn.Module):
     """One CvT stage: convolutional embedding, optional class token, transformer blocks.
 
@@ -489,7 +351,7 @@ class CvTStage(nn.Module):
         # one branch at a time, not of the whole block.
         x = cp.checkpoint(
             block.attention_branch, x, hw_shape, self.with_cls_token, use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), _keep_bn_statistics(block.attn)))
+            context_fn=lambda: (contextlib.nullcontext(), ops.keep_bn_statistics(block.attn)))
         return cp.checkpoint(block.mlp_branch, x, use_reentrant=False)
 
     def forward(self, x: torch.Tensor
@@ -517,20 +379,23 @@ class CvT(BaseModule):
     """CvT backbone: Convolutional vision Transformer.
 
     A PyTorch implementation of `CvT: Introducing Convolutions to Vision Transformers
-    <https://arxiv.org/abs/2103.15808>`_, faithful to the official code and checkpoints
-    (load them with ``init_cfg=dict(type='Pretrained', checkpoint=...)``; official key names
-    are converted on the fly by :func:`cvt_backbone.convert_official_cvt`).
+    <https://arxiv.org/abs/2103.15808>`_, faithful to the official code and checkpoints.
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (or ``load_state_dict``,
+    ``load_from``, ``mmengine.runner.load_checkpoint``) loads the official ``.pth`` files, the
+    transformers checkpoints (``.safetensors``, ``pytorch_model.bin`` or a
+    ``save_pretrained`` folder), this package's and the OpenMMLab toolboxes' checkpoints,
+    from a path or an ``http(s)://`` URL; foreign key names are converted on the way in.
 
     Output sizes: stage ``i`` has ``H_i = floor((H_{i-1} + 2 p_i - k_i) / s_i) + 1`` with
     ``H_{-1} = H`` and (k, s, p) = (7, 4, 2), (3, 2, 1), (3, 2, 1) for the presets, i.e. strides
     4, 8, 16 (224 -> 56, 28, 14; 800 -> 200, 100, 50). Inputs need at least 3 pixels per side.
 
     Args:
-        arch: A preset name (``'cvt-13'``, ``'cvt-21'``, ``'cvt-w24'``) or a dict with the keys
-            ``embed_dims``, ``depths`` and ``num_heads`` (one value per stage) and optionally
-            ``patch_sizes``, ``patch_strides``, ``patch_paddings``, ``kv_strides``,
-            ``cls_token`` (per-stage booleans; default only the last stage),
-            ``drop_path_rates`` and ``mlp_ratio``.
+        arch: A preset name (``'cvt-13'``, ``'cvt-21'``, ``'cvt-w24'``) or a dict of the
+            structure, one value per stage: ``embed_dims``, ``depths`` and ``num_heads``
+            (required), ``patch_sizes``, ``patch_strides``, ``patch_paddings`` (default
+            7/4/2 for the first stage and 3/2/1 for each further one), ``cls_token``
+            (default: only the last stage) and ``mlp_ratio`` (one value, default 4).
         in_channels: Channels of the input image.
         out_indices: Stages whose outputs are returned. Default: all stages for
             ``out_type='featmap'``, the last stage for ``'cls_token'``.
@@ -538,12 +403,13 @@ class CvT(BaseModule):
             own LayerNorm (``norm{i}``, as mmdet's Swin). ``'cls_token'``: a 1-tuple with the
             final class token ``(B, C)`` through the final LayerNorm ``cls_norm``, as the
             official classifier feeds its head.
-        kv_strides: Override of the key/value projection stride per stage (an int for all).
-            Default: the arch's (2 everywhere, as the paper).
-        drop_path_rate: Stochastic depth. ``None``: the arch's per-stage rates. A float: the
-            official pattern with this rate, i.e. ``0`` in all but the last stage, whose blocks
-            rise linearly from 0 to it. A sequence: the top rate of each stage (within a stage
-            the rate rises linearly from 0 over its blocks, as the official code does).
+        kv_strides: Stride of the key/value projections, per stage (an int for all). Default
+            2 everywhere, as the paper; larger strides cut the attention cost and keep the
+            weights loadable.
+        drop_path_rates: Stochastic depth, the top rate of each stage; within a stage the
+            rate rises linearly from 0 over its blocks, as the official code does. Default:
+            the official recipe for a preset (0 / 0 / 0.1 for CvT-13 and -21, 0 / 0 / 0.3 for
+            W24), no stochastic depth for a custom arch.
         drop_rate: Dropout in the MLPs and after the attention projections.
         attn_drop_rate: Dropout on attention weights.
         qkv_bias: Bias in the q, k, v projections.
@@ -555,32 +421,41 @@ class CvT(BaseModule):
             statistics, as detection and segmentation with small batches want).
         with_cp: Activation checkpointing per residual branch (attention, MLP) of every
             block: less memory, the same gradients, one more forward computation.
-        fused: Compute with the fused formulation (see :meth:`fuse`): the same function up to
-            float rounding, faster and leaner. False: the layer-by-layer reference.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads this project's, mmpretrain's
-            or the official checkpoints. None: the official truncated-normal initialisation.
+        fast_kernels: Compute with the fast formulations of :mod:`.ops` (see
+            :meth:`use_fast_kernels`); False: the layer-by-layer reference.
+        pretrained: A checkpoint to start from, as mmseg's segmentors pass it (the same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``).
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``, or None for the official
+            truncated-normal initialisation.
     """
 
     arch_settings = {
-        'cvt-13': dict(embed_dims=[64, 192, 384], depths=[1, 2, 10], num_heads=[1, 3, 6],
-                       drop_path_rates=[0., 0., 0.1]),
-        'cvt-21': dict(embed_dims=[64, 192, 384], depths=[1, 4, 16], num_heads=[1, 3, 6],
-                       drop_path_rates=[0., 0., 0.1]),
-        'cvt-w24': dict(embed_dims=[192, 768, 1024], depths=[2, 2, 20], num_heads=[3, 12, 16],
-                        drop_path_rates=[0., 0., 0.3]),
+        'cvt-13': dict(embed_dims=[64, 192, 384], depths=[1, 2, 10], num_heads=[1, 3, 6]),
+        'cvt-21': dict(embed_dims=[64, 192, 384], depths=[1, 4, 16], num_heads=[1, 3, 6]),
+        'cvt-w24': dict(embed_dims=[192, 768, 1024], depths=[2, 2, 20], num_heads=[3, 12, 16]),
     }
-    arch_defaults = dict(patch_sizes=[7, 3, 3], patch_strides=[4, 2, 2],
-                         patch_paddings=[2, 1, 1], kv_strides=[2, 2, 2], mlp_ratio=4.)
+    #: The official recipe's stochastic depth (``DROP_PATH_RATE`` of the yamls) per preset.
+    recipe_drop_path_rates = {'cvt-13': [0., 0., 0.1], 'cvt-21': [0., 0., 0.1],
+                              'cvt-w24': [0., 0., 0.3]}
     required_arch_keys = ('embed_dims', 'depths', 'num_heads')
+    optional_arch_keys = ('patch_sizes', 'patch_strides', 'patch_paddings', 'cls_token',
+                          'mlp_ratio')
     out_types = ('featmap', 'cls_token')
+    #: Former spellings, and what to write instead.
+    _moved = {
+        'kv_strides': "kv_strides is an argument of CvT, not an arch key: write "
+                      "CvT(arch=..., kv_strides=[...])",
+        'drop_path_rates': "drop_path_rates is an argument of CvT, not an arch key: write "
+                           "CvT(arch=..., drop_path_rates=[...])",
+    }
 
     def __init__(self,
                  arch: str | dict = 'cvt-13',
                  in_channels: int = 3,
                  out_indices: Sequence[int] | int | None = None,
                  out_type: str = 'featmap',
-                 kv_strides: Sequence[int] | int | None = None,
-                 drop_path_rate: float | Sequence[float] | None = None,
+                 kv_strides: Sequence[int] | int = 2,
+                 drop_path_rates: Sequence[float] | None = None,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  qkv_bias: bool = True,
@@ -588,27 +463,36 @@ class CvT(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 fused: bool = True,
-                 init_cfg: dict | list | None = None) -> None:
+                 fast_kernels: bool = True,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None,
+                 **former) -> None:
+        self._refuse_former_arguments(former)
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('CvT got both pretrained and init_cfg: pass one of them '
+                                 '(pretrained=X means init_cfg=dict(type="Pretrained", '
+                                 'checkpoint=X))')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
-        self.arch = self._parse_arch(arch)
+        self.arch = self.parse_arch(arch)
         self.num_stages = len(self.arch['embed_dims'])
-        if kv_strides is not None:
-            self.arch['kv_strides'] = self._per_stage('kv_strides', kv_strides)
         self.embed_dims = list(self.arch['embed_dims'])
         self.in_channels = in_channels
+        self.kv_strides = self._per_stage('kv_strides', kv_strides, self.num_stages, int, 1)
+        stage_rates = self._parse_drop_path_rates(arch, drop_path_rates)
 
         if out_type not in self.out_types:
             raise ValueError(f'out_type must be one of {self.out_types}, got {out_type!r}')
         self.out_type = out_type
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = self.parse_out_indices(self.arch, out_indices, out_type)
+        self.feature_info = self.describe_outputs(self.arch, self.out_indices, out_type)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}] for a '
                              f'{self.num_stages}-stage CvT, got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
-        stage_rates = self._parse_drop_path(drop_path_rate)
         self.stages = ModuleList()
         channels = in_channels
         for i in range(self.num_stages):
@@ -621,7 +505,7 @@ class CvT(BaseModule):
                 patch_size=self.arch['patch_sizes'][i],
                 patch_stride=self.arch['patch_strides'][i],
                 patch_padding=self.arch['patch_paddings'][i],
-                kv_stride=self.arch['kv_strides'][i],
+                kv_stride=self.kv_strides[i],
                 with_cls_token=self.arch['cls_token'][i],
                 drop_path_rates=[stage_rates[i] * j / max(depth - 1, 1) for j in range(depth)],
                 with_cp=with_cp,
@@ -638,79 +522,153 @@ class CvT(BaseModule):
         else:
             self.cls_norm = nn.LayerNorm(self.embed_dims[-1], eps=LN_EPS)
         self._freeze_stages()
-        self.fuse(fused)
+        self.use_fast_kernels(fast_kernels)
+        # Official and transformers names, and whole-model checkpoints, load everywhere.
+        self._register_load_state_dict_pre_hook(cvt_load_state_dict_pre_hook,
+                                                with_module=True)
 
     # ------------------------------------------------------------------ argument parsing
-    def _parse_arch(self, arch: str | dict) -> dict:
+    @classmethod
+    def _refuse_former_arguments(cls, former: dict) -> None:
+        hints = {
+            'drop_path_rate': 'CvT takes per-stage rates: write drop_path_rates=[0., 0., '
+                              'RATE] for the official pattern (the rate rises from 0 over the '
+                              'blocks of each stage)',
+            'fused': 'fused is now fast_kernels (same meaning)',
+        }
+        for name in former:
+            if name not in hints:
+                raise TypeError(f'CvT got an unexpected keyword argument {name!r}')
+            raise TypeError(f'CvT has no argument {name!r} any more: {hints[name]}')
+
+    @staticmethod
+    def _per_stage(name: str, value: object, num_stages: int, kind: type, minimum: float
+                   ) -> list:
+        values = [value] * num_stages if isinstance(value, (int, float, bool)) else value
+        if not isinstance(values, (list, tuple)) or len(values) != num_stages:
+            raise ValueError(f'{name} needs one value per stage ({num_stages}; embed_dims has '
+                             f'{num_stages} entries), got {value!r}')
+        if kind is bool:
+            if not all(isinstance(v, bool) for v in values):
+                raise ValueError(f'{name} must be True or False per stage, got {value!r}')
+            return list(values)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= minimum
+                   and (kind is float or float(v).is_integer()) for v in values):
+            kind_name = 'integers' if kind is int else 'numbers'
+            raise ValueError(f'{name} must be {kind_name} >= {minimum}, got {value!r}')
+        return [kind(v) for v in values]
+
+    @classmethod
+    def parse_arch(cls, arch: str | dict) -> dict:
+        """Fill in and check an arch: a preset name or a dict (see the class docstring).
+
+        Returns:
+            A dict with every key of :attr:`required_arch_keys` and
+            :attr:`optional_arch_keys`, one value per stage (one ``mlp_ratio``).
+
+        Raises:
+            ValueError: an unknown preset or key, a missing key, or a field of the wrong
+                length or value; the message names it.
+        """
         if isinstance(arch, str):
-            if arch.lower() not in self.arch_settings:
+            if arch.lower() not in cls.arch_settings:
                 raise ValueError(f'Unknown CvT arch {arch!r}; valid presets are '
-                                 f'{sorted(self.arch_settings)}, or pass a dict with the keys '
-                                 f'{list(self.required_arch_keys)}')
-            arch = self.arch_settings[arch.lower()]
+                                 f'{sorted(cls.arch_settings)}, or pass a dict with the keys '
+                                 f'{list(cls.required_arch_keys)}')
+            arch = cls.arch_settings[arch.lower()]
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
-        missing = [k for k in self.required_arch_keys if k not in arch]
+        for key, hint in cls._moved.items():
+            if key in arch:
+                raise ValueError(hint)
+        missing = [k for k in cls.required_arch_keys if k not in arch]
         if missing:
             raise ValueError(f'Custom CvT arch is missing the keys {missing}; it needs '
-                             f'{list(self.required_arch_keys)}')
-        num_stages = len(arch['embed_dims'])
-        known = set(self.required_arch_keys) | set(self.arch_defaults) | {
-            'cls_token', 'drop_path_rates'}
-        unknown = sorted(set(arch) - known)
+                             f'{list(cls.required_arch_keys)}')
+        unknown = sorted(set(arch) - set(cls.required_arch_keys) - set(cls.optional_arch_keys))
         if unknown:
             raise ValueError(f'Unknown keys {unknown} in the CvT arch; valid keys: '
-                             f'{sorted(known)}')
-        defaults = dict(self.arch_defaults,
-                        cls_token=[False] * (num_stages - 1) + [True],
-                        drop_path_rates=[0.] * num_stages)
-        parsed = {**defaults, **arch}
-        for key, value in parsed.items():
-            if key != 'mlp_ratio':
-                parsed[key] = self._per_stage(key, value, num_stages)
+                             f'{sorted(cls.required_arch_keys + cls.optional_arch_keys)}')
+        if not isinstance(arch['embed_dims'], (list, tuple)) or not arch['embed_dims']:
+            raise ValueError(f"arch field 'embed_dims' must list the width of each stage, got "
+                             f"{arch['embed_dims']!r}")
+        n = len(arch['embed_dims'])
+        defaults = dict(patch_sizes=[7] + [3] * (n - 1), patch_strides=[4] + [2] * (n - 1),
+                        patch_paddings=[2] + [1] * (n - 1),
+                        cls_token=[False] * (n - 1) + [True])
+        filled = {**defaults, **arch}
+        parsed = {key: cls._per_stage(f'arch field {key!r}', filled[key], n, int, minimum)
+                  for key, minimum in (('embed_dims', 1), ('depths', 1), ('num_heads', 1),
+                                       ('patch_sizes', 1), ('patch_strides', 1),
+                                       ('patch_paddings', 0))}
+        parsed['cls_token'] = cls._per_stage("arch field 'cls_token'", filled['cls_token'], n,
+                                             bool, 0)
+        parsed['mlp_ratio'] = float(arch.get('mlp_ratio', 4.))
         for i, (dims, heads) in enumerate(zip(parsed['embed_dims'], parsed['num_heads'])):
             if dims % heads:
                 raise ValueError(f'arch stage {i}: embed_dims {dims} is not divisible by '
                                  f'num_heads {heads}')
         return parsed
 
-    def _per_stage(self, name: str, value, num_stages: int | None = None) -> list:
-        num_stages = num_stages or self.num_stages
-        if isinstance(value, (int, float, bool)):
-            return [value] * num_stages
-        value = list(value)
-        if len(value) != num_stages:
-            raise ValueError(f'arch field {name!r} has {len(value)} values, but the arch has '
-                             f'{num_stages} stages (embed_dims has {num_stages} entries)')
-        return value
+    @classmethod
+    def parse_out_indices(cls, arch: dict, out_indices: Sequence[int] | int | None,
+                          out_type: str = 'featmap') -> tuple[int, ...]:
+        """Normalise ``out_indices`` for a parsed arch (negative indices count from the end).
 
-    def _parse_out_indices(self, out_indices) -> tuple[int, ...]:
+        Raises:
+            ValueError: an index out of range, or a ``'cls_token'`` output of a stage
+                without a class token.
+        """
+        num_stages = len(arch['embed_dims'])
         if out_indices is None:
-            out_indices = (range(self.num_stages) if self.out_type == 'featmap'
-                           else (self.num_stages - 1,))
+            out_indices = (range(num_stages) if out_type == 'featmap' else (num_stages - 1,))
         elif isinstance(out_indices, int):
             out_indices = (out_indices,)
         parsed = []
         for index in out_indices:
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices entry {index} is out of range for a '
-                                 f'{self.num_stages}-stage CvT (valid: 0..{self.num_stages - 1}'
-                                 f' or negative from the end)')
-            parsed.append(index % self.num_stages)
-        if self.out_type == 'cls_token':
-            no_token = [i for i in parsed if not self.arch['cls_token'][i]]
+            if not isinstance(index, int) or not -num_stages <= index < num_stages:
+                raise ValueError(f'out_indices entry {index!r} is out of range for a '
+                                 f'{num_stages}-stage CvT (valid: 0..{num_stages - 1} or '
+                                 f'negative from the end)')
+            parsed.append(index % num_stages)
+        if out_type == 'cls_token':
+            no_token = [i for i in parsed if not arch['cls_token'][i]]
             if no_token:
                 raise ValueError(f"out_type='cls_token' needs stages with a class token, but "
-                                 f'stages {no_token} have none (cls_token: '
-                                 f"{self.arch['cls_token']})")
+                                 f"stages {no_token} have none (cls_token: {arch['cls_token']})")
         return tuple(parsed)
 
-    def _parse_drop_path(self, drop_path_rate) -> list[float]:
-        if drop_path_rate is None:
-            return [float(r) for r in self.arch['drop_path_rates']]
-        if isinstance(drop_path_rate, (int, float)):
-            return [0.] * (self.num_stages - 1) + [float(drop_path_rate)]
-        return [float(r) for r in self._per_stage('drop_path_rate', drop_path_rate)]
+    @classmethod
+    def describe_outputs(cls, arch: str | dict, out_indices: Sequence[int] | int | None = None,
+                         out_type: str = 'featmap') -> list[dict]:
+        """What each output is, without building anything (as timm's ``feature_info``).
+
+        Args:
+            arch: A preset name, a dict arch or a parsed arch.
+            out_indices: As for :class:`CvT`.
+            out_type: As for :class:`CvT`.
+
+        Returns:
+            One dict per output: ``num_chs`` (channels), ``reduction`` (stride against the
+            input; for ``'cls_token'`` the stride of the stage's map), ``stage`` and
+            ``module`` (the norm that produces it).
+        """
+        arch = cls.parse_arch(arch)
+        indices = cls.parse_out_indices(arch, out_indices, out_type)
+        return [dict(num_chs=arch['embed_dims'][i], stage=i,
+                     reduction=math.prod(arch['patch_strides'][:i + 1]),
+                     module=f'norm{i}' if out_type == 'featmap' else 'cls_norm')
+                for i in indices]
+
+    def _parse_drop_path_rates(self, arch: str | dict,
+                               rates: Sequence[float] | None) -> list[float]:
+        if rates is None:
+            preset = arch.lower() if isinstance(arch, str) else None
+            rates = self.recipe_drop_path_rates.get(preset, [0.] * self.num_stages)
+        rates = self._per_stage('drop_path_rates', rates, self.num_stages, float, 0.)
+        if any(rate >= 1 for rate in rates):
+            raise ValueError(f'drop_path_rates must be in [0, 1), got {rates}')
+        return rates
 
     # ------------------------------------------------------------------ training state
     def _freeze_stages(self) -> None:
@@ -733,27 +691,25 @@ class CvT(BaseModule):
                     m.eval()
         return self
 
-    # ------------------------------------------------------------------ fused formulation
-    def fuse(self, enabled: bool = True) -> 'CvT':
-        """Switch between the fused formulation and the layer-by-layer reference.
+    def use_fast_kernels(self, enabled: bool = True) -> 'CvT':
+        """Switch between the fast formulations of :mod:`.ops` and the plain reference.
 
-        Fused: every projection BatchNorm that uses running statistics (eval mode, or
-        ``norm_eval``) is folded into its depthwise convolution, and the QuickGELU MLPs run
-        as one SiLU between rescaled linear layers. The fused weights are derived from the
-        parameters at each call, so the state dict, checkpoints and training are unaffected
-        and the switch may be flipped at any time; in train mode the BatchNorms keep
-        normalising with batch statistics. Both paths compute the same function up to float
-        rounding.
+        Fast: projection BatchNorms that use running statistics (eval mode or ``norm_eval``)
+        are folded into their depthwise convolutions, QuickGELU MLPs run in the SiLU form,
+        and the CPU attention backward groups queries to use every thread. The fast forms
+        are derived from the parameters at each call, so the state dict, checkpoints and
+        training are unaffected and the switch may be flipped at any time. Both compute
+        the same function up to float rounding.
 
         Args:
-            enabled: True for the fused formulation, False for the reference.
+            enabled: True for the fast formulations, False for the reference.
 
         Returns:
             The model itself.
         """
         for module in self.modules():
-            if isinstance(module, (DepthwiseConvBN, Mlp)):
-                module.fused = enabled
+            if isinstance(module, (DepthwiseConvBN, ConvAttention, Mlp)):
+                module.fast_kernels = enabled
         return self
 
     # ------------------------------------------------------------------ weights
@@ -765,7 +721,6 @@ class CvT(BaseModule):
         PyTorch's default initialisation.
         """
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_cvt_weights
             load_cvt_weights(self, self.init_cfg['checkpoint'],
                              prefix=self.init_cfg.get('prefix'))
             self._is_init = True
@@ -808,6 +763,8 @@ class CvT(BaseModule):
                              f'has {x.shape[1]} channels (shape {tuple(x.shape)})')
         if x.shape[0] == 0:
             raise ValueError(f'CvT got an empty batch (shape {tuple(x.shape)})')
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return  # sizes are symbolic in an export; the checks above are shape-free
         H, W = x.shape[2:]
         for i, (h, w) in enumerate(self.output_shapes(H, W)):
             if h < 1 or w < 1:
@@ -846,4 +803,3 @@ class CvT(BaseModule):
             else:
                 outs.append(self.cls_norm(cls_token[:, 0]))
         return tuple(outs)
-

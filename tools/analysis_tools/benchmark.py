@@ -18,15 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import os.path as osp
 import shlex
 import sys
 import time
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from cvt_backbone.analysis.cases import default_cases, quick_cases, select
-from cvt_backbone.analysis.report import CONVENTIONS, bar_chart, markdown_table
-from cvt_backbone.analysis.runner import Settings, SubprocessRunner, device_name
+from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
+
+import torch  # noqa: E402
+
+from tools.analysis_tools.bench.cases import default_cases, quick_cases, select  # noqa: E402
+from tools.analysis_tools.bench.report import CONVENTIONS, bar_chart, markdown_table  # noqa: E402
+from tools.analysis_tools.bench.runner import (Settings, SubprocessRunner,  # noqa: E402
+                                               device_name)
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +55,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('error: --device cuda, but torch sees no CUDA device on this machine '
+                 f'(torch {torch.__version__}); run on a GPU machine or drop --device')
+    if args.threads < 1:
+        sys.exit(f'error: --threads must be at least 1, got {args.threads}')
     cases = select(quick_cases() if args.quick else default_cases(args.device), args.cases)
     if args.list:
         print('\n'.join(case.name for case in cases))

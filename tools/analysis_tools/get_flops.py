@@ -14,13 +14,18 @@ a random input.
 from __future__ import annotations
 
 import argparse
+import os.path as osp
+import sys
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import cvt_backbone  # noqa: F401  (registers CvT in the three toolboxes)
-from cvt_backbone import CvT
-from cvt_backbone.analysis.flops import count_flops
-from cvt_backbone.analysis.models import build_from_config, build_preset
+from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
+
+import torch  # noqa: E402
+
+from cvt_backbone import CvT  # noqa: E402
+from tools.analysis_tools.flops import count_flops  # noqa: E402
+from tools.analysis_tools.models import build_from_config, build_preset  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,13 +41,26 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.batch < 1:
+        sys.exit(f'error: --batch must be at least 1, got {args.batch}')
     if args.model.lower() in CvT.arch_settings:
         model = build_preset(args.model.lower())
-        inputs = torch.randn(args.batch, 3, *(args.shape or (224, 224)))
+        shape = tuple(args.shape or (224, 224))
+        smallest = model.min_input_size()
+        if min(shape) < smallest:
+            sys.exit(f'error: --shape {shape[0]} {shape[1]} is too small for CvT: each side '
+                     f'must be at least {smallest} pixels')
+        inputs = torch.randn(args.batch, 3, *shape)
         title = f'CvT backbone preset {args.model.lower()}'
-    else:
-        model, inputs, scope = build_from_config(args.model, args.shape, args.batch)
+    elif osp.isfile(args.model):
+        try:
+            model, inputs, scope = build_from_config(args.model, args.shape, args.batch)
+        except ValueError as err:
+            sys.exit(f'error: {err}')
         title = f'{args.model} ({scope} model, backbone + neck + heads)'
+    else:
+        sys.exit(f'error: {args.model!r} is neither a CvT preset '
+                 f'({", ".join(CvT.arch_settings)}) nor a config file')
     print(count_flops(model, inputs).summary(title))
 
 

@@ -1,0 +1,313 @@
+"""Key names of every published CvT checkpoint, and how they become this package's.
+
+Two foreign formats exist, each with one table here:
+
+* **official** (microsoft/CvT ``.pth`` files): ``stage0.patch_embed.proj.weight``, ...,
+  ``stage2.cls_token``, the final LayerNorm ``norm`` (applied to the class token) and the
+  classifier ``head``;
+* **transformers** (``CvtModel`` / ``CvtForImageClassification``, the hub repositories
+  ``microsoft/cvt-*``): ``cvt.encoder.stages.0.embedding.convolution_embeddings...``,
+  ``layernorm`` (the class token's final norm) and ``classifier``.
+
+Both tables map onto :class:`~cvt_backbone.CvT`'s names (``stages.0.patch_embed.projection``,
+``cls_norm``, ``head``). A format is recognised from the keys, never from a file name.
+This module also holds the one :func:`unwrap_state_dict` and the one state-dict diff
+(:func:`diff_state_dict`) that every loader, the converter and the training hooks use.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import CheckpointError
+
+# --------------------------------------------------------------------------- tables
+_QKV = {'query': 'q', 'key': 'k', 'value': 'v'}
+
+#: official name -> ours, applied in order (each a regex and its replacement).
+OFFICIAL_RULES: tuple[tuple[str, str], ...] = (
+    (r'^stage(\d+)\.', r'stages.\1.'),
+    (r'\.patch_embed\.proj\.', '.patch_embed.projection.'),
+    (r'\.attn\.conv_proj_([qkv])\.', r'.attn.conv_proj.\1.'),
+    (r'^norm\.', 'cls_norm.'),
+)
+#: transformers name -> ours, applied in order. ``cvt.`` prefixes the classifier's encoder.
+TRANSFORMERS_RULES: tuple[tuple[str, str], ...] = (
+    (r'^(cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.projection\.',
+     r'stages.\2.patch_embed.projection.'),
+    (r'^(cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.normalization\.',
+     r'stages.\2.patch_embed.norm.'),
+    (r'^(cvt\.)?encoder\.stages\.(\d+)\.cls_token$', r'stages.\2.cls_token'),
+    (r'^(cvt\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.', r'stages.\2.blocks.\3.'),
+    (r'\.attention\.attention\.convolution_projection_(query|key|value)\.'
+     r'convolution_projection\.convolution\.', r'.attn.conv_proj.<\1>.conv.'),
+    (r'\.attention\.attention\.convolution_projection_(query|key|value)\.'
+     r'convolution_projection\.normalization\.', r'.attn.conv_proj.<\1>.bn.'),
+    (r'\.attention\.attention\.projection_(query|key|value)\.', r'.attn.proj_<\1>.'),
+    (r'\.attention\.output\.dense\.', '.attn.proj.'),
+    (r'\.intermediate\.dense\.', '.mlp.fc1.'),
+    (r'\.output\.dense\.', '.mlp.fc2.'),
+    (r'\.layernorm_before\.', '.norm1.'),
+    (r'\.layernorm_after\.', '.norm2.'),
+    (r'^layernorm\.', 'cls_norm.'),
+    (r'^classifier\.', 'head.'),
+)
+_COMPILED = {name: tuple((re.compile(p), r) for p, r in rules)
+             for name, rules in (('official', OFFICIAL_RULES),
+                                 ('transformers', TRANSFORMERS_RULES))}
+_QKV_MARK = re.compile(r'<(query|key|value)>')
+
+#: Every key this package's CvT (with a classifier ``head``) can have.
+CVT_KEY = re.compile(
+    r'^(stages\.\d+\.(patch_embed\.(projection|norm)\.(weight|bias)|cls_token'
+    r'|blocks\.\d+\.(norm[12]\.(weight|bias)'
+    r'|attn\.conv_proj\.[qkv]\.(conv\.weight|bn\.(weight|bias|running_mean|running_var'
+    r'|num_batches_tracked))'
+    r'|attn\.proj(_[qkv])?\.(weight|bias)|mlp\.fc[12]\.(weight|bias)))'
+    r'|(norm\d+|cls_norm|head)\.(weight|bias))$')
+
+#: How each format's first stage embedding is named: the key that identifies the format.
+_SIGNATURES = {
+    'cvt': 'stages.0.patch_embed.projection.weight',
+    'official': 'stage0.patch_embed.proj.weight',
+    'transformers': 'encoder.stages.0.embedding.convolution_embeddings.projection.weight',
+}
+FOREIGN_FORMATS = ('official', 'transformers')
+
+
+def detect_format(keys: Iterable[str]) -> str | None:
+    """Name the CvT key format of a state dict: ``'cvt'``, ``'official'``, ``'transformers'``.
+
+    Returns:
+        The format, or None when the keys are none of them.
+    """
+    keys = set(keys)
+    for name, signature in _SIGNATURES.items():
+        if signature in keys or (name == 'transformers' and f'cvt.{signature}' in keys):
+            return name
+    return None
+
+
+def _rename(key: str, fmt: str) -> str:
+    for pattern, replacement in _COMPILED[fmt]:
+        key = pattern.sub(replacement, key)
+    return _QKV_MARK.sub(lambda m: _QKV[m[1]], key)
+
+
+def convert_keys(state_dict: Mapping[str, torch.Tensor], fmt: str) -> OrderedDict:
+    """Rename a foreign CvT state dict to this package's key names (tensors are not copied).
+
+    Args:
+        state_dict: An official or transformers CvT state dict.
+        fmt: ``'official'`` or ``'transformers'`` (see :func:`detect_format`).
+
+    Returns:
+        The renamed state dict, in the original order. The classifier is ``head.*``.
+
+    Raises:
+        CheckpointError: a key is not one a CvT checkpoint of that format has.
+    """
+    converted = OrderedDict((_rename(key, fmt), value) for key, value in state_dict.items())
+    unknown = [old for old, new in zip(state_dict, converted) if not CVT_KEY.match(new)]
+    if unknown:
+        raise CheckpointError(f'Not a CvT state dict of the {fmt} format: unexpected keys '
+                              f'{short_list(unknown)}')
+    return converted
+
+
+def convert_official_cvt(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """Rename an official CvT state dict (microsoft/CvT) to this package's key names."""
+    return convert_keys(state_dict, 'official')
+
+
+def to_cvt_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[OrderedDict, str | None]:
+    """This package's key names for a CvT state dict of any format.
+
+    Returns:
+        The state dict (renamed if foreign) and its original format (None if unknown).
+    """
+    fmt = detect_format(state_dict)
+    if fmt in FOREIGN_FORMATS:
+        return convert_keys(state_dict, fmt), fmt
+    return OrderedDict(state_dict), fmt
+
+
+def to_transformers_state_dict(state_dict: Mapping[str, torch.Tensor],
+                               transformers_keys: Iterable[str]) -> OrderedDict:
+    """Fill a transformers CvT's state dict from this package's weights, by the same table.
+
+    Args:
+        state_dict: This package's CvT weights (``head.*`` for a classifier).
+        transformers_keys: The keys of the target ``CvtModel`` / ``CvtForImageClassification``.
+
+    Raises:
+        CheckpointError: a target key has no counterpart in ``state_dict``.
+    """
+    renamed = {key: _rename(key, 'transformers') for key in transformers_keys}
+    missing = [key for key, ours in renamed.items() if ours not in state_dict]
+    if missing:
+        raise CheckpointError(f'The CvT weights have no counterpart for the transformers keys '
+                              f'{short_list(missing)}')
+    return OrderedDict((key, state_dict[ours]) for key, ours in renamed.items())
+
+
+# --------------------------------------------------------------------------- arch
+ARCH_KEYS = ('embed_dims', 'depths', 'num_heads', 'patch_sizes', 'patch_strides',
+             'patch_paddings', 'cls_token')
+_TRANSFORMERS_ARCH = dict(embed_dims='embed_dim', depths='depth', num_heads='num_heads',
+                          patch_sizes='patch_sizes', patch_strides='patch_stride',
+                          patch_paddings='patch_padding', cls_token='cls_token')
+
+
+def arch_from_transformers_config(config: Mapping) -> dict:
+    """The arch fields a transformers ``CvtConfig`` (``config.json``) states."""
+    return {ours: list(config[theirs]) for ours, theirs in _TRANSFORMERS_ARCH.items()
+            if isinstance(config.get(theirs), (list, tuple))}
+
+
+def arch_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """The arch fields a state dict with this package's key names shows by its shapes.
+
+    Widths, depths, embedding kernel sizes and the class tokens are visible in the weights;
+    heads, strides and paddings are not.
+    """
+    dims, kernels, depths, tokens = {}, {}, {}, set()
+    for key, value in state_dict.items():
+        if match := re.match(r'^stages\.(\d+)\.patch_embed\.projection\.weight$', key):
+            dims[int(match[1])], kernels[int(match[1])] = value.shape[0], value.shape[-1]
+        elif match := re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', key):
+            stage, block = int(match[1]), int(match[2])
+            depths[stage] = max(depths.get(stage, 0), block + 1)
+        elif match := re.match(r'^stages\.(\d+)\.cls_token$', key):
+            tokens.add(int(match[1]))
+    stages = sorted(dims)
+    return dict(embed_dims=[dims[i] for i in stages], depths=[depths.get(i, 0) for i in stages],
+                patch_sizes=[kernels[i] for i in stages],
+                cls_token=[i in tokens for i in stages])
+
+
+def arch_differences(model_arch: Mapping, checkpoint_arch: Mapping) -> list[str]:
+    """The arch fields in which a checkpoint differs from a model: ``'field: a vs b'``."""
+    return [f'{key} {list(checkpoint_arch[key])} in the checkpoint vs {list(model_arch[key])} '
+            f'in the model' for key in ARCH_KEYS
+            if key in checkpoint_arch and key in model_arch
+            and list(checkpoint_arch[key]) != list(model_arch[key])]
+
+
+# --------------------------------------------------------------------------- state dicts
+def short_list(items: list[str], limit: int = 8) -> str:
+    """``a, b, c ... (N in all)``: a list of keys short enough for one error line."""
+    return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit
+                                       else '')
+
+
+def unwrap_state_dict(checkpoint: object, source: str) -> OrderedDict:
+    """The state dict inside a checkpoint.
+
+    Accepts a plain state dict, or one under ``'state_dict'``, ``'model'`` or ``'module'``
+    (MMEngine, timm and DeepSpeed style); a ``module.`` prefix on every key (a saved
+    ``DistributedDataParallel``) is removed. PyTorch's per-module ``_metadata`` is kept.
+
+    Args:
+        checkpoint: What the checkpoint file held.
+        source: Names the checkpoint in errors.
+
+    Raises:
+        CheckpointError: there is no non-empty state dict of tensors.
+    """
+    if isinstance(checkpoint, Mapping):
+        for wrapper in ('state_dict', 'model', 'module'):
+            if isinstance(checkpoint.get(wrapper), Mapping):
+                checkpoint = checkpoint[wrapper]
+                break
+    if (not isinstance(checkpoint, Mapping) or not checkpoint
+            or not all(isinstance(v, torch.Tensor) for v in checkpoint.values())):
+        raise CheckpointError(f'{source} does not hold a state dict of tensors '
+                              f'(got {type(checkpoint).__name__})')
+    metadata = getattr(checkpoint, '_metadata', None)
+    if all(k.startswith('module.') for k in checkpoint):
+        checkpoint = OrderedDict((k[len('module.'):], v) for k, v in checkpoint.items())
+    state_dict = OrderedDict(checkpoint)
+    if metadata is not None:
+        state_dict._metadata = metadata
+    return state_dict
+
+
+@dataclass
+class StateDictDiff:
+    """How a state dict differs from what a model expects.
+
+    Attributes:
+        missing: Keys the model has and the state dict lacks.
+        unexpected: Keys the state dict has and the model lacks.
+        mismatched: ``'key: checkpoint (shape) vs model (shape)'`` for keys in both.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """One line: ``shape mismatch for ...; missing keys ...; unexpected keys ...``."""
+        parts = []
+        if self.mismatched:
+            parts.append(f'shape mismatch for {short_list(self.mismatched, 6)}')
+        if self.missing:
+            parts.append(f'missing keys {short_list(self.missing)}')
+        if self.unexpected:
+            parts.append(f'unexpected keys {short_list(self.unexpected)}')
+        return '; '.join(parts)
+
+
+def diff_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+                    ) -> StateDictDiff:
+    """Compare a state dict with a model's ``state_dict()`` (keys and shapes)."""
+    return StateDictDiff(
+        missing=[k for k in expected if k not in given],
+        unexpected=[k for k in given if k not in expected],
+        mismatched=[f'{k}: checkpoint {tuple(given[k].shape)} vs model '
+                    f'{tuple(expected[k].shape)}' for k in expected
+                    if k in given and given[k].shape != expected[k].shape])
+
+
+# --------------------------------------------------------------------------- whole models
+def canonical_checkpoint(checkpoint: object, source: str) -> object:
+    """Give a foreign CvT checkpoint the layout of an mmpretrain classifier checkpoint.
+
+    An official or transformers checkpoint becomes ``{'state_dict': backbone.* and
+    head.fc.* weights, 'meta': {'cvt_format': ..., 'arch': ...}}``, which MMEngine's
+    loaders put into a classifier (strictly), a detector or a segmentor (``backbone.*``), or
+    a bare CvT (whose load hook takes the ``backbone.`` keys). The arch is attached as
+    PyTorch's per-module ``_metadata`` of the ``backbone`` (and the root), which PyTorch
+    hands to the CvT's load hook: a checkpoint of another width, depth or head count is
+    then refused by name wherever it is loaded. Anything else is returned unchanged.
+    """
+    if not isinstance(checkpoint, Mapping):
+        return checkpoint
+    try:
+        state_dict = unwrap_state_dict(checkpoint, source)
+    except CheckpointError:
+        return checkpoint
+    fmt = detect_format(state_dict)
+    if fmt not in FOREIGN_FORMATS:
+        return checkpoint
+    converted = convert_keys(state_dict, fmt)
+    arch = arch_from_state_dict(converted)
+    meta = dict(checkpoint.get('meta', {})) if isinstance(checkpoint.get('meta'), Mapping) \
+        else {}
+    if isinstance(meta.get('transformers_config'), Mapping):
+        arch.update(arch_from_transformers_config(meta['transformers_config']))
+    whole = OrderedDict(
+        (f'head.fc.{k[len("head."):]}' if k.startswith('head.') else f'backbone.{k}', v)
+        for k, v in converted.items())
+    described = {'cvt_arch': arch, 'cvt_source': source}
+    whole._metadata = OrderedDict([('', described), ('backbone', described)])
+    meta.update(cvt_format=fmt, arch=arch)
+    return {'state_dict': whole, 'meta': meta}

@@ -1,0 +1,322 @@
+"""Hooks that make MMEngine's checkpoints complete, durable and exactly resumable.
+
+* :class:`SafeCheckpointHook` replaces MMEngine's ``CheckpointHook``: the newest complete
+  checkpoint always survives (old ones are removed only after the new one is on disk, and
+  ``last_checkpoint`` is written atomically), and every checkpoint carries the random state
+  of every rank (Python, NumPy, torch CPU and CUDA) and the training sampler's seed.
+* :class:`RandomStateHook` keeps the training's random streams free of what data-loader
+  iterators and validation draw, and puts a checkpoint's state back at the first training
+  iteration after a resume, so the run continues as if it had never stopped.
+* :class:`CompleteCheckpointHook` refuses a checkpoint that would leave part of the model
+  unloaded, or, for a resume, whose training state is not what MMEngine writes; nothing is
+  loaded then.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os.path as osp
+import random
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import find_latest_checkpoint
+
+from ..checkpoint import (CheckpointError, atomic_write_text, diff_state_dict,
+                          unwrap_state_dict)
+
+#: The key of ``meta`` under which :class:`SafeCheckpointHook` stores the random state.
+RANDOM_STATE_KEY = 'cvt_random_state'
+
+
+# --------------------------------------------------------------------------- random state
+def capture_random_state() -> dict:
+    """This process's random generators: Python, NumPy, torch CPU and every CUDA device."""
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: Mapping, source: str) -> None:
+    """Put back what :func:`capture_random_state` took.
+
+    Raises:
+        CheckpointError: the state is not what :func:`capture_random_state` writes.
+    """
+    try:
+        python = state['python']
+        random.setstate((python[0], tuple(python[1]), python[2]))
+        np.random.set_state(tuple(state['numpy']))
+        torch.set_rng_state(state['torch'])
+        if 'cuda' in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f'{source}: its random state is malformed '
+                              f'({type(err).__name__}: {err})') from None
+
+
+def _train_sampler(runner):
+    loader = runner.train_dataloader
+    return getattr(loader, 'sampler', None)
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """MMEngine's ``CheckpointHook`` that never leaves a run without a complete checkpoint.
+
+    Same arguments and file names as ``CheckpointHook``. Differences:
+
+    * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
+      removed only after the new checkpoint is written (MMEngine removes it first: a kill
+      in between left no checkpoint, and ``last_checkpoint`` named a deleted file);
+    * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes);
+    * each checkpoint's ``meta`` carries every rank's random state and the training
+      sampler's seed (gathered from all ranks, so this runs on every rank).
+    """
+
+    @contextlib.contextmanager
+    def _removals_deferred(self) -> Iterator[list]:
+        """Collect the backend's ``remove`` / ``rmtree`` calls; run them on success only."""
+        backend, pending = self.file_backend, []
+
+        class Deferred:
+            def __getattr__(self, name):
+                return getattr(backend, name)
+
+            def remove(self, path):
+                pending.append((backend.remove, path))
+
+            def rmtree(self, path):
+                pending.append((backend.rmtree, path))
+
+        self.file_backend = Deferred()
+        try:
+            yield pending
+        finally:
+            self.file_backend = backend
+        for remove, path in pending:
+            remove(path)
+
+    def _random_state_meta(self, runner, meta: dict) -> dict:
+        states = all_gather_object(capture_random_state())
+        sampler = _train_sampler(runner)
+        return dict(meta, **{RANDOM_STATE_KEY: dict(
+            ranks=states, world_size=get_world_size(),
+            sampler_seed=getattr(sampler, 'seed', None))})
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        outdated = None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
+                                            and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                outdated = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=self._random_state_meta(runner, meta), by_epoch=self.by_epoch,
+            backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        atomic_write_text(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
+        if outdated is not None and outdated != step:
+            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):
+                self.file_backend.rmtree(path)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        with self._removals_deferred():
+            super()._save_best_checkpoint(runner, metrics)
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Keep the training's random streams a function of the training alone.
+
+    * Building a data-loader iterator draws a seed from torch's global generator, and
+      validation may draw too; neither belongs to training. The hook brackets both: the
+      state before an epoch's iterator is built (and before validation) is put back at the
+      epoch's first iteration (and after validation). A resumed run, which builds its
+      iterators at other moments, then draws exactly what the uninterrupted run draws.
+    * With ``resume=True`` the random state a :class:`SafeCheckpointHook` checkpoint
+      carries is put back at the first training iteration, and the training sampler's seed
+      with it. Checkpoints without it (written by MMEngine's own hook, or before this hook
+      existed) still resume, with a warning that the random state is not restored.
+
+    Args:
+        resume: The runner resumes from a checkpoint.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, resume: bool = False) -> None:
+        self.resume = resume
+        self._pending: dict | None = None
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.resume:
+            return
+        meta = checkpoint.get('meta')
+        state = meta.get(RANDOM_STATE_KEY) if isinstance(meta, Mapping) else None
+        if not isinstance(state, Mapping) or not isinstance(state.get('ranks'), list):
+            print_log('The checkpoint holds no random state (written by an older version or '
+                      "by MMEngine's CheckpointHook): training resumes, but its random "
+                      'draws (augmentations, dropout, stochastic depth) differ from an '
+                      'uninterrupted run', logger='current', level=logging.WARNING)
+            return
+        if state.get('world_size') != get_world_size() or len(state['ranks']) <= get_rank():
+            print_log(f"The checkpoint was written by {state.get('world_size')} processes and "
+                      f'this run has {get_world_size()}: its random state is not restored',
+                      logger='current', level=logging.WARNING)
+            return
+        self._pending = state['ranks'][get_rank()]
+        sampler = _train_sampler(runner)
+        if state.get('sampler_seed') is not None and hasattr(sampler, 'seed'):
+            sampler.seed = state['sampler_seed']
+
+    def before_train_epoch(self, runner) -> None:
+        if self._pending is None:
+            self._pending = capture_random_state()
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:
+            restore_random_state(self._pending, 'the resumed checkpoint')
+            self._pending = None
+
+    def before_val_epoch(self, runner) -> None:
+        self._before_val = capture_random_state()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        restore_random_state(self._before_val, 'the state before validation')
+
+
+# --------------------------------------------------------------------------- completeness
+def _check_training_state(runner, checkpoint: Mapping, source: str) -> None:
+    """Refuse a resume checkpoint whose training state MMEngine would choke on."""
+    meta = checkpoint.get('meta')
+    if not isinstance(meta, Mapping) or not all(
+            type(meta.get(k)) is int and meta[k] >= 0 for k in ('epoch', 'iter')):
+        raise CheckpointError(f'Cannot resume from {source}: it holds no training state '
+                              f"(no 'meta' with epoch and iter counters); use load_from for "
+                              f'a weights-only checkpoint')
+    hub = checkpoint.get('message_hub')
+    if not isinstance(hub, Mapping) or not all(
+            isinstance(hub.get(k), Mapping) for k in ('log_scalars', 'runtime_info',
+                                                       'resumed_keys')) or not all(
+            isinstance(v, HistoryBuffer) for v in hub['log_scalars'].values()):
+        raise CheckpointError(f'Cannot resume from {source}: its message_hub is not the '
+                              f'state MMEngine writes (log_scalars of HistoryBuffers, '
+                              f'runtime_info, resumed_keys)')
+    optimizer = checkpoint.get('optimizer')
+    if optimizer is not None:
+        _check_optimizer_state(runner.optim_wrapper, optimizer, source)
+    schedulers = checkpoint.get('param_schedulers')
+    if schedulers is not None:
+        groups = schedulers.values() if isinstance(schedulers, Mapping) else [schedulers]
+        if not all(isinstance(g, list) and all(isinstance(s, Mapping) for s in g)
+                   for g in groups):
+            raise CheckpointError(f'Cannot resume from {source}: its param_schedulers are not '
+                                  f'lists of scheduler states')
+
+
+def _check_optimizer_state(optim_wrapper, state: object, source: str) -> None:
+    optimizers = (dict(optim_wrapper.items()) if hasattr(optim_wrapper, 'items')
+                  and not hasattr(optim_wrapper, 'optimizer') else {'': optim_wrapper})
+    states = state if '' not in optimizers else {'': state}
+    for name, wrapper in optimizers.items():
+        given = states.get(name) if isinstance(states, Mapping) else None
+        label = f'optimizer {name}' if name else 'optimizer'
+        groups = given.get('param_groups') if isinstance(given, Mapping) else None
+        per_param = given.get('state') if isinstance(given, Mapping) else None
+        if not isinstance(groups, list) or not isinstance(per_param, Mapping) or not all(
+                isinstance(g, Mapping) and isinstance(g.get('params'), list) for g in groups):
+            raise CheckpointError(f'Cannot resume from {source}: its {label} state is not a '
+                                  f"torch optimizer state ('state' and 'param_groups')")
+        own = wrapper.optimizer.param_groups
+        if [len(g['params']) for g in groups] != [len(g['params']) for g in own]:
+            raise CheckpointError(
+                f'Cannot resume from {source}: its {label} has parameter groups of '
+                f"{[len(g['params']) for g in groups]} parameters, this run's optimizer "
+                f"{[len(g['params']) for g in own]}")
+        params = {index: param for group, own_group in zip(groups, own)
+                  for index, param in zip(group['params'], own_group['params'])}
+        for index, entries in per_param.items():
+            if index not in params or not isinstance(entries, Mapping):
+                raise CheckpointError(f'Cannot resume from {source}: its {label} state names '
+                                      f'parameter {index!r}, which its groups do not have')
+            for key, value in entries.items():
+                if (isinstance(value, torch.Tensor) and value.dim() > 0
+                        and value.shape != params[index].shape):
+                    raise CheckpointError(
+                        f'Cannot resume from {source}: its {label} state {key!r} of '
+                        f'parameter {index} has shape {tuple(value.shape)}, the parameter '
+                        f'{tuple(params[index].shape)}')
+
+
+def check_checkpoint_fits(model: torch.nn.Module, checkpoint: object, source: str) -> None:
+    """Refuse a checkpoint that would leave some of ``model``'s weights unloaded.
+
+    MMEngine loads ``load_from`` and ``--resume`` checkpoints with ``strict=False``: missing
+    keys and shape mismatches only log a warning, and the model silently keeps random weights
+    there. Keys the model does not have are allowed (they are ignored).
+
+    Raises:
+        CheckpointError: no state dict of tensors, missing keys or shape mismatches.
+    """
+    state = unwrap_state_dict(checkpoint, source)
+    diff = diff_state_dict(model.state_dict(), state)
+    diff.unexpected = []
+    if diff:
+        raise CheckpointError(f'{source} does not fit the model of this config: '
+                              f'{diff.describe()}')
+
+
+@HOOKS.register_module()
+class CompleteCheckpointHook(Hook):
+    """Make the Runner refuse a checkpoint that does not fill the whole model.
+
+    It checks in ``after_load_checkpoint``, which MMEngine calls before it copies the weights
+    into the model, so a refused checkpoint changes nothing.
+
+    Args:
+        path: The checkpoint the Runner will load; None for ``--resume`` without a path (the
+            latest checkpoint in the work dir).
+        training_state: Also require MMEngine's training state (for resuming).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, path: str | None = None, training_state: bool = False) -> None:
+        self.path = path
+        self.training_state = training_state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Check ``checkpoint`` against the runner's model (and optimizer, for a resume).
+
+        Raises:
+            CheckpointError: a missing key, a wrong shape, or malformed training state.
+        """
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        path = self.path or find_latest_checkpoint(runner.work_dir)
+        source = f'checkpoint {path!r}'
+        if self.training_state:
+            _check_training_state(runner, checkpoint, source)
+        check_checkpoint_fits(model, checkpoint, source)
+
+
+__all__ = ['SafeCheckpointHook', 'RandomStateHook', 'CompleteCheckpointHook',
+           'check_checkpoint_fits', 'capture_random_state', 'restore_random_state']

@@ -1,0 +1,45 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config, building the Runner,
+and turning the errors a user can fix into one ``error:`` line."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from ..checkpoint import CheckpointError
+from .config import ConfigError, start_cpu_distributed
+
+#: Errors whose message says all a user needs: the tools print them as one line.
+USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError)
+
+
+def load_config(path: str, options: dict | None = None) -> Config:
+    """Read a config file and apply ``--cfg-options``.
+
+    Raises:
+        ConfigError: the file does not exist.
+    """
+    import os.path as osp
+    if not osp.isfile(path):
+        raise ConfigError(f'config file {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's Runner (``runner_type`` if it names one), with CPU distributed started."""
+    start_cpu_distributed(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+
+
+def run_tool(main: Callable[[], object]) -> None:
+    """Run a tool's ``main``; a :data:`USER_ERRORS` error ends it with one ``error:`` line."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        sys.exit(f'error: {err}')

@@ -1,0 +1,106 @@
+"""What several test modules share: small archs, reference models, checkpoints, tool runs."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from cvt_backbone import CvT
+from tools.analysis_tools.port import build_port, port_of, randomize_norms  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A small three-stage arch every test can build in milliseconds.
+TINY = dict(embed_dims=[16, 32, 48], depths=[1, 1, 2], num_heads=[1, 2, 3])
+#: The smallest arch the transformers port can build (it needs more than i blocks in stage i).
+PORTABLE = dict(embed_dims=[16, 32, 48], depths=[1, 2, 3], num_heads=[1, 2, 3])
+#: Subprocesses find the package, the tools and the test hooks (``tests.training_hooks``).
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])]))
+
+
+def run_tool(script: str, *args: object, timeout: float = 600, env: dict | None = None,
+             **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python tools/<script> ARGS`` from the repository root; capture its output."""
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / script), *map(str, args)],
+                          cwd=ROOT, env=env or ENV, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def official_keys(state_dict: dict) -> OrderedDict:
+    """Rename this package's CvT keys (with ``head.*``) to the official checkpoint's."""
+    renamed = OrderedDict()
+    for key, value in state_dict.items():
+        key = key.replace('cls_norm.', 'norm.')
+        if key.startswith('stages.'):
+            _, index, rest = key.split('.', 2)
+            key = f'stage{index}.{rest}'
+        key = key.replace('.patch_embed.projection.', '.patch_embed.proj.')
+        for s in 'qkv':
+            key = key.replace(f'.attn.conv_proj.{s}.', f'.attn.conv_proj_{s}.')
+        renamed[key] = value
+    return renamed
+
+
+def make_official(tmp_path: Path, seed: int = 0, arch: dict = TINY, classes: int = 10
+                  ) -> tuple[CvT, OrderedDict, Path]:
+    """An official-format checkpoint of a random class-token CvT with a classifier head.
+
+    Returns:
+        The CvT it came from, the official state dict and the file.
+    """
+    torch.manual_seed(seed)
+    src = CvT(arch=arch, out_type='cls_token')
+    src.init_weights()
+    randomize_norms(src, seed)
+    state = official_keys(src.state_dict())
+    state['head.weight'] = torch.randn(classes, arch['embed_dims'][-1])
+    state['head.bias'] = torch.randn(classes)
+    path = tmp_path / 'official.pth'
+    torch.save(state, path)
+    return src, state, path
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute difference over the reference's largest magnitude."""
+    return ((ours - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
+
+
+class _QuietHandler:
+    """Builds a handler class that serves ``folder`` and logs nothing."""
+
+    @staticmethod
+    def for_folder(folder: Path):
+        import functools
+        from http.server import SimpleHTTPRequestHandler
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+        return functools.partial(Handler, directory=str(folder))
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) while in the block.
+
+    Yields:
+        The base URL, ``http://127.0.0.1:PORT``.
+    """
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(('127.0.0.1', 0), _QuietHandler.for_folder(folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,76 @@
+"""The README's main command on shortened schedules: every model learns.
+
+``tools/demo/run_demo.py --quick`` generates the shapes data, pretrains the small CvT as a
+classifier, trains Mask R-CNN from its backbone and UperNet from the detector's, and tests
+all three with the project's own tools (6 minutes on 2 CPU cores). The assertions are
+about learning: each loss falls, and each metric is far above what an untrained model
+scores: chance top-1 is 33.3 % (the quick run measured 75.8 %), an untrained detector scores
+mAP 0 (measured 0.36 bbox, 0.39 segm), a segmentor that paints everything background scores
+mIoU 21.2 here (measured 43.4).
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+from tools.demo.helpers import read_losses
+
+
+@pytest.fixture(scope='module')
+def quick_demo(tmp_path_factory):
+    """Run the quick demo once into a temporary folder; return that folder."""
+    out = tmp_path_factory.mktemp('demo')
+    proc = subprocess.run(
+        [sys.executable, 'tools/demo/run_demo.py', '--quick', '--work-dir', str(out / 'work'),
+         '--data-dir', str(out / 'data')],
+        cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return out
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def _loss_falls(work_dir, by: float) -> None:
+    losses = [value for _, value in read_losses(str(work_dir))['loss']]
+    assert len(losses) >= 6, losses
+    first, last = _mean(losses[:3]), _mean(losses[-3:])
+    assert last < first * by, (first, last)
+
+
+def _summary(out) -> dict:
+    with open(out / 'work' / 'summary.json') as f:
+        return json.load(f)
+
+
+def test_quick_demo_writes_every_artefact(quick_demo):
+    work = quick_demo / 'work'
+    for name in ('cls', 'mask_rcnn', 'upernet'):
+        assert (work / name / 'loss_curve.png').stat().st_size > 0
+        assert (work / name / 'test_metrics.json').is_file()
+    assert (work / 'cls_backbone.pth').is_file()
+    assert (work / 'mask_rcnn_backbone.pth').is_file()
+    assert (work / 'summary.md').read_text().count('|') > 10
+    drawn = list((work / 'mask_rcnn' / 'vis').glob('*.png'))
+    assert len(drawn) > 0
+
+
+def test_quick_demo_classifier_learns(quick_demo):
+    _loss_falls(quick_demo / 'work' / 'cls', by=0.95)
+    assert _summary(quick_demo)['classification']['accuracy/top1'] > 40.0
+
+
+def test_quick_demo_detector_learns(quick_demo):
+    _loss_falls(quick_demo / 'work' / 'mask_rcnn', by=0.7)
+    metrics = _summary(quick_demo)['detection']
+    assert metrics['coco/bbox_mAP'] > 0.15, metrics
+    assert metrics['coco/segm_mAP'] > 0.15, metrics
+
+
+def test_quick_demo_segmentor_learns(quick_demo):
+    _loss_falls(quick_demo / 'work' / 'upernet', by=0.7)
+    metrics = _summary(quick_demo)['segmentation']
+    assert metrics['mIoU'] > 28.0, metrics

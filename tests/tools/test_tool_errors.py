@@ -1,0 +1,116 @@
+"""tools/train.py and tools/test.py refuse bad checkpoints and configs with one clear line.
+
+Each case runs the real command in a subprocess (a few at a time) against the demo
+classification config on a tiny generated dataset. A refused command exits non-zero, prints
+``error: ...`` naming the file or field and the problem as its last line, shows no traceback,
+and never runs code from a checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.helpers import ROOT
+from tools.demo.shapes import make_classification_set
+
+CONFIG = str(ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py')
+
+
+class _Payload:
+    """Pickles as a call of ``os.system`` that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def _whole_model_state() -> dict[str, torch.Tensor]:
+    """The state dict of the demo config's classifier, freshly initialised."""
+    from mmpretrain.registry import MODELS
+    return MODELS.build(Config.fromfile(CONFIG).model).state_dict()
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Run every case once (three at a time): name -> result."""
+    tmp = tmp_path_factory.mktemp('tools')
+    data = tmp / 'shapes_cls'
+    make_classification_set(str(data), num_train=4, num_val=4, size=32)
+    roots = [f'{loader}.dataset.data_root={data}'
+             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    marker = tmp / 'pwned'
+    torch.save({'state_dict': {'x': torch.zeros(1)}, 'extra': _Payload(marker)}, tmp / 'evil.pth')
+    torch.load(tmp / 'evil.pth', weights_only=False)  # our own payload: it does run
+    assert marker.exists()
+    marker.unlink()
+    state = _whole_model_state()
+    torch.save({'state_dict': state, 'meta': {}}, tmp / 'good.pth')
+    cut = (tmp / 'good.pth').read_bytes()
+    (tmp / 'truncated.pth').write_bytes(cut[:len(cut) // 2])
+    torch.save({'conv1.weight': torch.zeros(8, 3, 7, 7), 'fc.weight': torch.zeros(2, 8)},
+               tmp / 'resnet.pth')
+
+    train, test = str(ROOT / 'tools' / 'train.py'), str(ROOT / 'tools' / 'test.py')
+    cases = {
+        'test_evil': [test, CONFIG, str(tmp / 'evil.pth'), '--cfg-options', *roots],
+        'resume_evil': [train, CONFIG, '--resume', str(tmp / 'evil.pth'), '--cfg-options',
+                        *roots],
+        'load_from_evil': [train, CONFIG, '--cfg-options', f'load_from={tmp / "evil.pth"}',
+                           *roots],
+        'test_truncated': [test, CONFIG, str(tmp / 'truncated.pth'), '--cfg-options', *roots],
+        'test_foreign': [test, CONFIG, str(tmp / 'resnet.pth'), '--cfg-options', *roots],
+        'test_good': [test, CONFIG, str(tmp / 'good.pth'), '--cfg-options', *roots],
+    }
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        folder = tmp / name
+        folder.mkdir()
+        tool, config, *rest = cases[name]
+        return subprocess.run([sys.executable, tool, config, '--work-dir', str(folder), *rest],
+                              cwd=folder, capture_output=True, text=True, timeout=600)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(cases, pool.map(run, cases)))
+    assert not marker.exists(), 'a checkpoint ran code'
+    return results
+
+
+def assert_refused(result: subprocess.CompletedProcess, pattern: str) -> None:
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(pattern, last), last
+
+
+@pytest.mark.parametrize('case', ['test_evil', 'resume_evil', 'load_from_evil'])
+def test_checkpoint_with_code_is_refused_by_every_tool_path(runs, case):
+    result = runs[case]
+    assert_refused(result, r"error: Refused to load checkpoint '.*/evil\.pth': its pickle needs "
+                           r'posix\.system, which is not on the allow-list .*')
+
+
+@pytest.mark.parametrize('case, pattern', [
+    ('test_truncated', r"error: Could not read checkpoint '.*/truncated\.pth': the zip archive "
+                       r'is truncated or corrupt \(.+\)'),
+    ('test_foreign', r"error: checkpoint '.*/resnet\.pth' does not fit the model of this "
+                     r'config: missing keys backbone\.stages\.0\..*'),
+])
+def test_bad_input_gets_one_line_naming_it(runs, case, pattern):
+    result = runs[case]
+    assert_refused(result, pattern)
+
+
+def test_a_complete_checkpoint_is_evaluated(runs):
+    result = runs['test_good']
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr

@@ -1,0 +1,161 @@
+"""The end-to-end demo on generated data (the README's main command runs it).
+
+1. generate the shapes datasets (classification images, and scenes with COCO instance
+   annotations and semantic label maps) unless they exist;
+2. pretrain the small CvT as a classifier with mmpretrain, evaluate top-1, and convert the
+   classifier checkpoint into backbone weights;
+3. train Mask R-CNN from them with mmdet, evaluate COCO bbox/segm mAP, draw predictions,
+   and take its backbone weights;
+4. train UperNet from the detector's backbone with mmseg, evaluate mIoU, draw predictions;
+5. plot the loss curves and print (and write) a summary table.
+
+Every step runs the project's own tools (``tools/train.py``, ``tools/test.py``) on the demo
+configs in ``configs/demo/``, exactly as a user would. Outputs go to ``work_dirs/demo/``.
+
+    python tools/demo/run_demo.py [--work-dir work_dirs/demo] [--data-dir data] [--quick]
+
+``--quick`` runs every step on shortened schedules that still learn (the tests run it and
+assert that losses fall and the metrics are well above chance).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
+
+from tools.demo.helpers import (extract_backbone, latest_checkpoint,  # noqa: E402
+                                plot_losses, read_losses)
+
+# (name, config, work sub-dir, the step whose backbone it starts from). Each model starts
+# from the backbone of the one before: the segmentor from the detector's, whose backbone has
+# learnt to find and tell apart the shapes in scenes (mIoU 62.0 vs 54.3 from the classifier's
+# after 500 iterations).
+STEPS = (
+    ('classification', 'configs/demo/cvt-tiny_shapes-cls.py', 'cls', None),
+    ('detection', 'configs/demo/mask-rcnn_cvt-tiny_fpn_shapes.py', 'mask_rcnn', 'classification'),
+    ('segmentation', 'configs/demo/upernet_cvt-tiny_shapes.py', 'upernet', 'detection'),
+)
+# What the summary reports of each step's test metrics.
+REPORTED = {
+    'classification': ('accuracy/top1',),
+    'detection': ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'),
+    'segmentation': ('mIoU', 'aAcc'),
+}
+# Shortened schedules for --quick: every step still learns (the tests assert it).
+QUICK = {
+    'classification': ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2'],
+    'detection': ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3'],
+    'segmentation': ['train_cfg.max_iters=150', 'train_cfg.val_interval=150'],
+}
+
+
+def data_options(name: str, data_dir: str) -> list[str]:
+    """``--cfg-options`` that point a demo config at datasets under ``data_dir``."""
+    root = osp.join(data_dir, 'shapes_cls' if name == 'classification' else 'shapes')
+    options = [f'{split}_dataloader.dataset.data_root={root}'
+               for split in ('train', 'val', 'test')]
+    if name == 'detection':
+        ann_file = osp.join(root, 'annotations', 'instances_val.json')
+        options += [f'val_evaluator.ann_file={ann_file}', f'test_evaluator.ann_file={ann_file}']
+    return options
+
+
+def run(cmd: list[str], log_file: str) -> None:
+    """Run a tool, streaming its output to ``log_file`` and a short progress line here."""
+    print(f'  $ {" ".join(cmd)}', flush=True)
+    with open(log_file, 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_file) as log:
+            tail = ''.join(log.readlines()[-25:])
+        sys.exit(f'error: step failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}')
+
+
+def train_and_test(name: str, config: str, work_dir: str, options: list[str]
+                   ) -> tuple[dict, str]:
+    """Train a demo config, test its final checkpoint with visualisations, plot its losses."""
+    py = sys.executable
+    cfg_opts = ['--cfg-options', *options] if options else []
+    start = time.time()
+    run([py, 'tools/train.py', config, '--work-dir', work_dir, *cfg_opts],
+        osp.join(work_dir + '.train.log'))
+    checkpoint = latest_checkpoint(work_dir)
+    train_time = time.time() - start
+    metrics_file = osp.join(work_dir, 'test_metrics.json')
+    run([py, 'tools/test.py', config, checkpoint, '--work-dir', work_dir, '--show-dir', 'vis',
+         '--metrics-out', metrics_file, *cfg_opts], osp.join(work_dir + '.test.log'))
+    with open(metrics_file) as f:
+        metrics = json.load(f)
+    curve = osp.join(work_dir, 'loss_curve.png')
+    plot_losses(read_losses(work_dir), curve, title=f'{name}: {osp.basename(config)}')
+    metrics['train_seconds'] = round(train_time, 1)
+    print(f'  {name}: trained in {train_time / 60:.1f} min; ' + ', '.join(
+        f'{k} {metrics[k]:.3f}' for k in REPORTED[name] if k in metrics), flush=True)
+    return metrics, checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--data-dir', default='data',
+                        help='where the generated datasets are (made there when missing)')
+    parser.add_argument('--quick', action='store_true',
+                        help='shortened schedules (minutes; not the reported figures)')
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    os.makedirs(args.work_dir, exist_ok=True)
+    begin = time.time()
+
+    data_dir = args.data_dir
+    if not all(osp.isdir(osp.join(data_dir, d)) for d in ('shapes_cls', 'shapes')):
+        print(f'[1/5] generating the shapes datasets in {data_dir}/', flush=True)
+        run([sys.executable, 'tools/demo/make_demo_data.py', '--out', data_dir],
+            osp.join(args.work_dir, 'make_data.log'))
+    else:
+        print(f'[1/5] shapes datasets found in {data_dir}/', flush=True)
+
+    results, backbones = {}, {}
+    for number, (name, config, sub, init_from) in enumerate(STEPS, start=2):
+        print(f'[{number}/5] {name}: {config}', flush=True)
+        options = data_options(name, data_dir)
+        if args.quick:
+            options += QUICK[name]
+        if init_from is not None:
+            options.append(f'model.backbone.init_cfg.checkpoint={backbones[init_from]}')
+        results[name], checkpoint = train_and_test(
+            name, config, osp.join(args.work_dir, sub), options)
+        if any(init_from == name for *_, init_from in STEPS):
+            backbones[name] = osp.join(args.work_dir, f'{sub}_backbone.pth')
+            extract_backbone(checkpoint, backbones[name])
+            print(f'  backbone weights for the next step: {backbones[name]}', flush=True)
+
+    total = time.time() - begin
+    lines = ['| step | config | train time | metrics |', '|---|---|---|---|']
+    for name, config, *_ in STEPS:
+        metrics = results[name]
+        shown = ', '.join(f'{k} {metrics[k]:.3f}' for k in REPORTED[name] if k in metrics)
+        lines.append(f'| {name} | `{config}` | {metrics["train_seconds"] / 60:.1f} min | '
+                     f'{shown} |')
+    lines.append(f'\nWhole demo: {total / 60:.1f} min. Pictures: '
+                 f'{", ".join(sorted(glob.glob(osp.join(args.work_dir, "*", "loss_curve.png"))))}'
+                 f'; predictions under {args.work_dir}/*/*/vis')
+    summary = '\n'.join(lines)
+    with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
+        f.write(summary + '\n')
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    print('\n[5/5] summary\n' + summary, flush=True)
+
+
+if __name__ == '__main__':
+    main()
