@@ -104,3 +104,70 @@ def serve(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+DEMO_CLS_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
+
+
+def tiny_cls_config(path: Path, data_root: Path, extra: str = '', max_epochs: int = 2,
+                    batch_size: int = 8) -> Path:
+    """A config inheriting the demo classifier's: tiny data, a checkpoint every epoch, no
+    validation; ``extra`` (config text) overrides anything."""
+    import textwrap
+    path.write_text(textwrap.dedent(f"""
+        _base_ = {str(DEMO_CLS_CONFIG)!r}
+        custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks'],
+                              allow_failed_imports=False)
+        train_dataloader = dict(batch_size={batch_size}, num_workers=1, persistent_workers=False,
+                                dataset=dict(data_root={str(data_root)!r}))
+        val_dataloader = dict(num_workers=0, persistent_workers=False,
+                              dataset=dict(data_root={str(data_root)!r}))
+        test_dataloader = val_dataloader
+        train_cfg = dict(max_epochs={max_epochs}, val_interval=100)
+        default_hooks = dict(
+            checkpoint=dict(interval=1, max_keep_ckpts=-1, save_best=None),
+            logger=dict(interval=1))
+        randomness = dict(seed=0, deterministic=True)
+    """) + textwrap.dedent(extra))
+    return path
+
+
+def train(config: Path, work_dir: Path, *args: object, check: bool = True,
+          timeout: float = 600) -> subprocess.CompletedProcess:
+    """``tools/train.py CONFIG --work-dir WORK_DIR ARGS``; by default it must succeed."""
+    result = run_tool('train.py', config, '--work-dir', work_dir, *args, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def train_until(config: Path, work_dir: Path, stop: str, *args: object,
+                env: dict | None = None, timeout: float = 600,
+                command: list[str] | None = None) -> list[str]:
+    """Start ``tools/train.py`` (or ``command``) and SIGKILL its process group when a line
+    containing ``stop`` appears on its stdout.
+
+    Returns:
+        The stdout lines read up to that one.
+    """
+    import signal
+    import time
+    command = command or [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config),
+                          '--work-dir', str(work_dir), *map(str, args)]
+    lines = []
+    with subprocess.Popen(command, cwd=ROOT, env=env or ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, start_new_session=True) as proc:
+        deadline = time.monotonic() + timeout
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip('\n'))
+                if stop in line:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                assert time.monotonic() < deadline, f'no {stop!r} within {timeout} s'
+            else:
+                raise AssertionError(f'training ended before {stop!r}: ' + '\n'.join(lines[-20:]))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return lines

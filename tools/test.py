@@ -57,7 +57,7 @@ def main() -> None:
         check_local_path(args.checkpoint)
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         raise ConfigError('--out must name a .pkl file')
-    cfg = load_config(args.config, args.cfg_options)
+    cfg, _ = load_config(args.config, args.cfg_options)
     cfg = prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher)
     cfg.load_from = args.checkpoint
     if args.show_dir:

@@ -20,8 +20,8 @@ from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before 
 from mmengine.config import DictAction  # noqa: E402
 
 import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
-from cvt_backbone.engine import (CompleteCheckpointHook, check_data_paths,  # noqa: E402
-                                 check_model_config, prepare_config)
+from cvt_backbone.engine import (CompleteCheckpointHook, RandomStateHook,  # noqa: E402
+                                 check_data_paths, check_model_config, prepare_config)
 from cvt_backbone.engine.resume import resolve_resume  # noqa: E402
 from cvt_backbone.engine.runner import build_runner, load_config, run_tool  # noqa: E402
 
@@ -48,14 +48,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg, original = load_config(args.config, args.cfg_options)
     cfg = prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher,
-                         amp=args.amp)
+                         amp=args.amp, original=original)
     resolve_resume(cfg, args.resume)
     check_model_config(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
 
     runner = build_runner(cfg)
+    runner.register_hook(RandomStateHook(resume=bool(cfg.get('resume'))))
     if cfg.get('resume') and cfg.get('load_from'):
         runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
     runner.train()

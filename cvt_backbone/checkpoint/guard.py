@@ -202,17 +202,23 @@ def _load_url(url: str, model_dir: str | None = None, map_location: object = Non
 
 
 def install_schemes() -> None:
-    """Make every registered MMEngine checkpoint scheme read through the safe reader.
+    """Make every MMEngine checkpoint scheme read through the safe reader.
 
-    Schemes registered by other packages that this module does not know are refused
-    rather than left to read with ``torch.load``.
+    MMEngine's own schemes get this module's loaders. A scheme that another package
+    registers, now or later, is refused rather than left to read with ``torch.load``: the
+    lookup of a path's loader itself is guarded.
     """
-    known = {prefix for prefixes in SCHEMES for prefix in prefixes}
-    for prefix in list(CheckpointLoader._schemes):
-        if prefix not in known:
-            CheckpointLoader.register_scheme(prefix, load_from_unknown_scheme, force=True)
     for prefixes, loader in SCHEMES.items():
         CheckpointLoader.register_scheme(list(prefixes), loader, force=True)
+    ours = set(SCHEMES.values())
+    lookup = CheckpointLoader._get_checkpoint_loader.__func__
+    if not getattr(lookup, '_cvt_guarded', False):
+        def guarded_lookup(cls, path):
+            loader = lookup(cls, path)
+            return loader if loader in ours else load_from_unknown_scheme
+
+        guarded_lookup._cvt_guarded = True
+        CheckpointLoader._get_checkpoint_loader = classmethod(guarded_lookup)
     # Anything in MMEngine that downloads through this name reads safely too.
     mmengine_checkpoint.load_url = _load_url
 

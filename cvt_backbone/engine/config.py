@@ -23,18 +23,20 @@ DATA_HINT = ('Data layouts for COCO, ADE20K and ImageNet: "Training and testing 
 
 
 def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
-                   launcher: str = 'none', amp: bool = False) -> Config:
+                   launcher: str = 'none', amp: bool = False,
+                   original: Config | None = None) -> Config:
     """Fill in the run-time parts of a config.
 
     * the work dir (``work_dirs/<config name>`` by default);
     * distributed runs without CUDA: the ``gloo`` backend, and DDP without ``device_ids``
       (MMEngine passes the local rank as a CUDA device, which DDP refuses for a CPU model);
     * checkpoints: :class:`~.hooks.SafeCheckpointHook` in place of MMEngine's
-      ``CheckpointHook`` (same settings), :class:`~.hooks.RandomStateHook`;
+      ``CheckpointHook`` (same settings; ``tools/train.py`` adds :class:`~.hooks.RandomStateHook`);
     * training data: the seeded samplers and dataset of :mod:`.data` in place of MMEngine's
       ``DefaultSampler`` / ``InfiniteSampler``, so a resumed run sees the same samples with
       the same augmentations;
-    * ``amp``: mixed precision (:func:`enable_amp`).
+    * ``amp``: mixed precision (:func:`enable_amp`);
+    * a loop shortened by ``--cfg-options``: the schedulers follow (:func:`fit_schedule`).
 
     Args:
         cfg: The loaded config.
@@ -42,9 +44,13 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
         work_dir: Overrides the config's ``work_dir``.
         launcher: ``'none'``, ``'pytorch'`` (torchrun), ``'slurm'`` or ``'mpi'``.
         amp: Train with automatic mixed precision.
+        original: The config as its file says it (before ``--cfg-options``).
 
     Returns:
         The same config, changed in place.
+
+    Raises:
+        ConfigError: the schedule does not fit a shortened loop (see :func:`fit_schedule`).
     """
     cfg.launcher = launcher
     if work_dir is not None:
@@ -64,8 +70,13 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
     checkpoint = default_hooks.get('checkpoint') or dict(type='CheckpointHook', interval=1)
     if _type_name(checkpoint) == 'CheckpointHook':
         default_hooks['checkpoint'] = dict(checkpoint, type='SafeCheckpointHook')
+    if cfg.get('train_dataloader'):
+        seed_training_data(cfg.train_dataloader)
     if amp:
         enable_amp(cfg)
+    shortened = fit_schedule(cfg, original)
+    if shortened:
+        print_log(shortened, logger='current', level=logging.WARNING)
     return cfg
 
 
@@ -114,6 +125,74 @@ def enable_amp(cfg: Config) -> None:
                              dtype='bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
     else:
         optim_wrapper.update(type='CpuAmpOptimWrapper', dtype='bfloat16')
+
+
+def _schedule_length(cfg: Config | dict) -> tuple[str, int] | None:
+    """``('epoch', max_epochs)`` or ``('iter', max_iters)`` of a config's training loop."""
+    loop = cfg.get('train_cfg') or {}
+    if 'max_iters' in loop and _type_name(loop) != 'EpochBasedTrainLoop':
+        return 'iter', loop['max_iters']
+    if 'max_epochs' in loop:
+        return 'epoch', loop['max_epochs']
+    return None
+
+
+def fit_schedule(cfg: Config, original: Config | dict | None = None) -> str | None:
+    """Shorten the parameter schedulers to a shortened training loop, or say what to set.
+
+    A warm-up that ends at epoch 5 leaves nothing to a run of 3 epochs: MMEngine then stops
+    with ``end should be larger than begin``; a cosine that ends at epoch 12 never finishes
+    in a run of 6. When a scheduler would begin at or after the end of training, or end
+    after it, every scheduler's milestones shrink by one factor: the loop's length
+    over the length in ``original`` (the config before ``--cfg-options``), so the warm-up
+    keeps its share of the run; when the file itself sets the short loop, so that the last
+    scheduler begins halfway. Epoch milestones may become fractional only for schedulers
+    that are converted to iterations (``convert_to_iter_based``).
+
+    Args:
+        cfg: The config to run (changed in place).
+        original: The config as its file says it.
+
+    Returns:
+        A log line saying what was shortened, or None when nothing had to change.
+
+    Raises:
+        ConfigError: the schedule cannot be fitted; the message says what to set.
+    """
+    length, first = _schedule_length(cfg), _schedule_length(original or {})
+    schedulers = cfg.get('param_scheduler')
+    if not length or not schedulers:
+        return None
+    units, total = length
+    field = f'train_cfg.max_{units}s={total}'
+    items = schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]
+    same_units = [(i, s) for i, s in enumerate(items) if isinstance(s, dict)
+                  and bool(s.get('by_epoch', True)) == (units == 'epoch')]
+    late = [(i, s) for i, s in same_units if s.get('begin', 0) >= total]
+    if not late and not any(s.get('end', total) > total for _, s in same_units):
+        return None
+    if first and first[0] == units and first[1] > total:
+        scale, reason = total / first[1], f'shorter than the {first[1]} of the config'
+    else:
+        last = max(max(s.get('begin', 0), s.get('end', 0)) for _, s in same_units)
+        scale = total / (2 * max(s.get('begin', 0) for _, s in late)) if late else total / last
+        reason = 'too short for its schedulers'
+    changes = []
+    for i, s in same_units:
+        fractional = units == 'epoch' and s.get('convert_to_iter_based', False)
+        for key in ('begin', 'end'):
+            if key in s:
+                new = s[key] * scale if fractional else max(round(s[key] * scale), 1 if
+                                                            key == 'end' else 0)
+                if new != s[key]:
+                    changes.append(f'param_scheduler[{i}].{key} {s[key]} -> {new:g}')
+                    s[key] = new
+        if s.get('begin', 0) >= s.get('end', total) or s.get('begin', 0) >= total:
+            raise ConfigError(
+                f'{field} is too short for param_scheduler[{i}] ({s.get("type")}) in whole '
+                f'{units}s: set param_scheduler.{i}.begin and .end as well, or convert it to '
+                f'iterations (convert_to_iter_based=True)')
+    return f'{field} is {reason}: the schedule was shortened to fit ({"; ".join(changes)})'
 
 
 def start_cpu_distributed(cfg: Config) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import os.path as osp
 import random
+import re
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -30,9 +32,12 @@ from mmengine.runner import find_latest_checkpoint
 
 from ..checkpoint import (CheckpointError, atomic_write_text, diff_state_dict,
                           unwrap_state_dict)
+from ..checkpoint.io import TMP_SUFFIX
 
 #: The key of ``meta`` under which :class:`SafeCheckpointHook` stores the random state.
 RANDOM_STATE_KEY = 'cvt_random_state'
+#: The hidden temporary files of :func:`~cvt_backbone.checkpoint.atomic_write_bytes`.
+TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}' + re.escape(TMP_SUFFIX) + '$')
 
 
 # --------------------------------------------------------------------------- random state
@@ -77,10 +82,21 @@ class SafeCheckpointHook(CheckpointHook):
     * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
       removed only after the new checkpoint is written (MMEngine removes it first: a kill
       in between left no checkpoint, and ``last_checkpoint`` named a deleted file);
-    * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes);
+    * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes), and
+      the hidden temporary file a killed save may leave is removed when training starts;
     * each checkpoint's ``meta`` carries every rank's random state and the training
       sampler's seed (gathered from all ranks, so this runs on every rank).
     """
+
+    def before_train(self, runner) -> None:
+        """MMEngine's set-up, then remove the hidden temporaries a killed save left."""
+        super().before_train(runner)
+        if is_main_process():
+            for folder in {self.out_dir, runner.work_dir}:
+                if osp.isdir(folder):
+                    for name in os.listdir(folder):
+                        if TEMPORARY.match(name):
+                            os.remove(osp.join(folder, name))
 
     @contextlib.contextmanager
     def _removals_deferred(self) -> Iterator[list]:

@@ -2,6 +2,8 @@
 and turning the errors a user can fix into one ``error:`` line."""
 from __future__ import annotations
 
+import copy
+import os.path as osp
 import sys
 from collections.abc import Callable
 
@@ -16,19 +18,22 @@ from .config import ConfigError, start_cpu_distributed
 USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError)
 
 
-def load_config(path: str, options: dict | None = None) -> Config:
+def load_config(path: str, options: dict | None = None) -> tuple[Config, Config]:
     """Read a config file and apply ``--cfg-options``.
+
+    Returns:
+        The config to run, and the config as the file says it.
 
     Raises:
         ConfigError: the file does not exist.
     """
-    import os.path as osp
     if not osp.isfile(path):
         raise ConfigError(f'config file {path!r} does not exist')
-    cfg = Config.fromfile(path)
+    original = Config.fromfile(path)
+    cfg = copy.deepcopy(original)
     if options:
         cfg.merge_from_dict(options)
-    return cfg
+    return cfg, original
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -1,81 +1,56 @@
-"""Training through tools/train.py survives interruptions, and ranks stay in step.
+"""A killed and resumed run ends exactly where an uninterrupted one does.
 
-Every run trains the demo classifier on 16 generated 32x32 images (2 iterations per epoch, 2
-epochs) on the CPU with a fixed seed. A run resumed from a checkpoint, or killed with SIGKILL
-after one and resumed with ``--resume``, must end with exactly the weights of a run that was
-never interrupted.
-
-The comparison is bit for bit because all randomness restarts from the seed at each epoch:
-``DefaultSampler`` shuffles with ``seed + epoch``, and the augmentation (RandomFlip) runs in a
-data-loader worker that is re-created, and re-seeded with the seed, every epoch
-(``persistent_workers=False``). MMEngine does not store random-number-generator states in its
-checkpoints, so randomness that carries over from one epoch to the next (a persistent worker,
-augmentation in the main process, stochastic depth) differs after a resume.
+Every run trains the demo classifier through ``tools/train.py`` on 16 generated 32x32 images
+(4 iterations per epoch) on the CPU, with everything random switched on: persistent
+data-loader workers, random resized crops and flips, and stochastic depth. A run SIGKILLed
+right after a checkpoint was written and resumed with ``--resume`` must end with the weights
+of the uninterrupted run, bit for bit: epoch-based, iteration-based (killed in the middle of
+a pass over the data) and with two processes.
 """
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from cvt_backbone import read_checkpoint
-from cvt_backbone.checkpoint.io import TMP_SUFFIX
-from tests.helpers import ENV, ROOT
-from tools.demo.shapes import make_classification_set
+from tests.helpers import ENV, ROOT, tiny_cls_config, train, train_until
 
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
-MAX_EPOCHS = 2
-TIMEOUT = 300
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('data') / 'shapes_cls'
-    make_classification_set(str(root), num_train=16, num_val=4, size=32)
-    return root
-
-
-def write_config(path: Path, data_root: Path, batch_size: int = 8,
-                 custom_hooks: list[dict] | None = None) -> Path:
-    """A config inheriting the demo one: tiny data, a checkpoint every epoch, no validation."""
-    path.write_text(textwrap.dedent(f"""
-        _base_ = {str(DEMO_CONFIG)!r}
-        custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks'],
-                              allow_failed_imports=False)
-        train_dataloader = dict(batch_size={batch_size}, num_workers=1, persistent_workers=False,
-                                dataset=dict(data_root={str(data_root)!r}))
-        val_dataloader = dict(num_workers=0, persistent_workers=False,
-                              dataset=dict(data_root={str(data_root)!r}))
-        test_dataloader = val_dataloader
-        train_cfg = dict(max_epochs={MAX_EPOCHS}, val_interval=100)
-        default_hooks = dict(
-            checkpoint=dict(interval=1, max_keep_ckpts=-1, save_best=None),
-            logger=dict(interval=1))
-        randomness = dict(seed=0, deterministic=True)
-        custom_hooks = {custom_hooks or []!r}
-    """))
-    return path
+#: Everything random on, and tests.save_stages to say when a checkpoint is complete.
+RANDOM = """
+custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks', 'tests.save_stages'],
+                      allow_failed_imports=False)
+model = dict(backbone=dict(drop_path_rates=[0., 0.2, 0.3]))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(batch_size=4, num_workers=2, persistent_workers=True,
+                        dataset=dict(pipeline=train_pipeline))
+"""
+ITERATION_BASED = """
+train_dataloader = dict(sampler=dict(type='InfiniteSampler', shuffle=True))
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=10, val_interval=100)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=3, end=10),
+]
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=3))
+log_processor = dict(by_epoch=False)
+"""
+#: A complete checkpoint: ``last_checkpoint`` was just renamed into place.
+SAVED = '@stage after replace last_checkpoint'
+STAGES = dict(ENV, CVT_TEST_SAVE_STAGES='0.001')
 
 
-def train(config: Path, work_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--work-dir',
-         str(work_dir), *args], env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def final_weights(work_dir: Path) -> dict[str, torch.Tensor]:
-    return read_checkpoint(work_dir / f'epoch_{MAX_EPOCHS}.pth')['state_dict']
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)['state_dict']
 
 
 def assert_same_weights(actual: dict, expected: dict) -> None:
@@ -84,56 +59,85 @@ def assert_same_weights(actual: dict, expected: dict) -> None:
     assert not different, f'{len(different)} tensors differ, e.g. {different[:5]}'
 
 
-def assert_only_complete_checkpoints(work_dir: Path) -> None:
-    leftovers = [p.name for p in work_dir.rglob(f'*{TMP_SUFFIX}')]
-    assert not leftovers, f'temporary files left behind: {leftovers}'
-    for path in work_dir.glob('*.pth'):
-        assert 'state_dict' in read_checkpoint(path), path
+@pytest.fixture(scope='module')
+def epoch_config(shapes_cls, tmp_path_factory) -> Path:
+    return tiny_cls_config(tmp_path_factory.mktemp('epoch') / 'cfg.py', shapes_cls,
+                           max_epochs=3, extra=RANDOM)
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(data_root, tmp_path_factory) -> Path:
-    """The work dir of a run that is never interrupted."""
-    tmp = tmp_path_factory.mktemp('uninterrupted')
-    train(write_config(tmp / 'cfg.py', data_root), tmp / 'work')
-    return tmp / 'work'
+def iteration_config(shapes_cls, tmp_path_factory) -> Path:
+    return tiny_cls_config(tmp_path_factory.mktemp('iter') / 'cfg.py', shapes_cls,
+                           extra=RANDOM + ITERATION_BASED)
 
 
-def test_resume_from_a_checkpoint_ends_with_the_same_weights(data_root, uninterrupted, tmp_path):
+@pytest.fixture(scope='module')
+def uninterrupted(epoch_config, iteration_config, tmp_path_factory) -> dict[str, Path]:
+    runs = {}
+    for name, config in (('epoch', epoch_config), ('iteration', iteration_config)):
+        runs[name] = tmp_path_factory.mktemp(f'uninterrupted_{name}')
+        train(config, runs[name])
+    return runs
+
+
+def test_randomness_is_really_on(epoch_config, uninterrupted, tmp_path):
+    """Another seed gives other weights: the comparisons below could fail."""
+    train(epoch_config, tmp_path / 'work', '--cfg-options', 'randomness.seed=1')
+    final = weights(tmp_path / 'work' / 'epoch_3.pth')
+    reference = weights(uninterrupted['epoch'] / 'epoch_3.pth')
+    assert any(not torch.equal(final[k], reference[k]) for k in reference)
+
+
+def test_killed_after_an_epoch_and_resumed(epoch_config, uninterrupted, tmp_path):
     work = tmp_path / 'work'
-    resumed = train(write_config(tmp_path / 'cfg.py', data_root), work,
-                    '--resume', str(uninterrupted / 'epoch_1.pth'))
-    assert 'resumed epoch: 1, iter: 2' in resumed.stdout + resumed.stderr
-    assert not (work / 'epoch_1.pth').exists()  # resumed, not retrained
-    assert_same_weights(final_weights(work), final_weights(uninterrupted))
+    train_until(epoch_config, work, SAVED, env=STAGES)
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'epoch_1.pth'
+    resumed = train(epoch_config, work, '--resume')
+    assert 'resumed epoch: 1, iter: 4' in resumed.stdout
+    assert 'holds no random state' not in resumed.stdout
+    assert_same_weights(weights(work / 'epoch_3.pth'),
+                        weights(uninterrupted['epoch'] / 'epoch_3.pth'))
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(data_root, uninterrupted, tmp_path):
-    config, work = write_config(tmp_path / 'cfg.py', data_root), tmp_path / 'work'
-    with open(tmp_path / 'killed.log', 'w') as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--work-dir',
-             str(work)], env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            last = work / 'last_checkpoint'
-            while proc.poll() is None and not (last.exists() and last.read_text().strip()):
-                assert time.monotonic() < deadline, 'no checkpoint was written'
-                time.sleep(0.02)
-            assert proc.poll() is None, 'training ended before it could be killed'
-            os.killpg(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    saved = Path(last.read_text().strip()).name
-    epoch = int(saved.removeprefix('epoch_').removesuffix('.pth'))
-    assert epoch < MAX_EPOCHS and not (work / f'epoch_{MAX_EPOCHS}.pth').exists()
-    assert_only_complete_checkpoints(work)
+def test_killed_in_the_middle_of_a_pass_and_resumed(iteration_config, uninterrupted, tmp_path):
+    """Iteration 3 of 4 of the first pass over the data: the resumed run continues with the
+    4th batch of that pass and the same augmentations, not with a new pass."""
+    work = tmp_path / 'work'
+    train_until(iteration_config, work, SAVED, env=STAGES)
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'iter_3.pth'
+    resumed = train(iteration_config, work, '--resume')
+    assert 'resumed epoch: 0, iter: 3' in resumed.stdout
+    assert_same_weights(weights(work / 'iter_10.pth'),
+                        weights(uninterrupted['iteration'] / 'iter_10.pth'))
 
-    resumed = train(config, work, '--resume')
-    assert f'resumed epoch: {epoch}, iter: {2 * epoch}' in resumed.stdout + resumed.stderr
-    assert_same_weights(final_weights(work), final_weights(uninterrupted))
-    assert_only_complete_checkpoints(work)
+
+def test_resume_from_a_named_checkpoint(epoch_config, uninterrupted, tmp_path):
+    resumed = train(epoch_config, tmp_path / 'work', '--resume',
+                    uninterrupted['epoch'] / 'epoch_2.pth')
+    assert 'resumed epoch: 2, iter: 8' in resumed.stdout
+    assert not (tmp_path / 'work' / 'epoch_2.pth').exists()  # resumed, not retrained
+    assert_same_weights(weights(tmp_path / 'work' / 'epoch_3.pth'),
+                        weights(uninterrupted['epoch'] / 'epoch_3.pth'))
+
+
+def test_a_checkpoint_without_random_state_resumes_with_a_warning(epoch_config, uninterrupted,
+                                                                  tmp_path):
+    old = read_checkpoint(uninterrupted['epoch'] / 'epoch_2.pth')
+    del old['meta']['cvt_random_state']
+    torch.save(old, tmp_path / 'old.pth')
+    resumed = train(epoch_config, tmp_path / 'work', '--resume', tmp_path / 'old.pth')
+    assert 'resumed epoch: 2' in resumed.stdout
+    assert 'The checkpoint holds no random state' in resumed.stdout
+    assert (tmp_path / 'work' / 'epoch_3.pth').is_file()
+
+
+def test_resume_in_an_empty_work_dir_says_so(epoch_config, tmp_path):
+    result = train(epoch_config, tmp_path / 'typo', '--resume',
+                   '--cfg-options', 'train_cfg.max_epochs=1')
+    warning = [line for line in result.stdout.splitlines() if '--resume:' in line]
+    assert len(warning) == 1 and 'WARNING' in warning[0]
+    assert f"no checkpoint to resume from in {tmp_path / 'typo'}" in warning[0]
+    assert 'training starts from scratch' in warning[0]
 
 
 def free_port() -> int:
@@ -142,21 +146,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_training_keeps_ranks_identical(data_root, tmp_path):
-    config = write_config(tmp_path / 'cfg.py', data_root, batch_size=4,
-                          custom_hooks=[dict(type='SaveRankWeightsHook')])
-    work = tmp_path / 'work'
-    result = subprocess.run(
-        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
-         str(work)], env=dict(ENV, PORT=str(free_port())), capture_output=True, text=True,
-        timeout=TIMEOUT)
+def dist_train(config: Path, work: Path, *args: object, stop: str | None = None):
+    """``tools/dist_train.sh CONFIG 2``: run to the end, or kill it at ``stop``."""
+    import subprocess
+    command = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+               str(work), *map(str, args)]
+    env = dict(STAGES if stop else ENV, PORT=str(free_port()))
+    if stop:
+        return train_until(config, work, stop, command=command, env=env)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope='module')
+def two_process_config(shapes_cls, tmp_path_factory) -> Path:
+    return tiny_cls_config(tmp_path_factory.mktemp('dist') / 'cfg.py', shapes_cls, max_epochs=3,
+                           batch_size=2, extra=RANDOM + textwrap.dedent("""
+        train_dataloader = dict(batch_size=2, num_workers=1)
+        custom_hooks = [dict(type='SaveRankWeightsHook')]
+    """))
+
+
+def test_two_processes_killed_and_resumed(two_process_config, tmp_path):
+    """Each rank's random state is saved and restored: the resumed pair ends as the pair that
+    was never interrupted, and the ranks agree."""
+    done = tmp_path / 'uninterrupted'
+    result = dist_train(two_process_config, done)
     assert 'Distributed training: True' in result.stdout + result.stderr
-    ranks = [torch.load(work / f'rank{r}.pth', weights_only=True) for r in (0, 1)]
-    init = torch.load(work / 'rank0_init.pth', weights_only=True)
-    # Parameters, not BatchNorm statistics: MMEngine's DDP does not broadcast buffers, so each
-    # rank keeps its own running statistics (the checkpoint holds rank 0's).
+    ranks = [torch.load(done / f'rank{r}.pth', weights_only=True) for r in (0, 1)]
     assert_same_weights(ranks[1]['params'], ranks[0]['params'])
+    init = torch.load(done / 'rank0_init.pth', weights_only=True)
     unchanged = [k for k, v in ranks[0]['params'].items() if torch.equal(v, init['params'][k])]
     # Only the last block's query projection gets no gradient: its queries are patch tokens,
     # and a class-token classifier reads only the class token (which bypasses the projection).
@@ -164,7 +184,15 @@ def test_two_process_training_keeps_ranks_identical(data_root, tmp_path):
                                    .groups())) for k in init['params'] if '.blocks.' in k)
     query = f'backbone.stages.{stage}.blocks.{block}.attn.conv_proj.q.'
     assert all(k.startswith(query) for k in unchanged), unchanged
-    assert len(unchanged) < len(init['params']) / 10
-    # The checkpoint holds rank 0's weights.
-    assert_same_weights({k: v for k, v in final_weights(work).items()
-                         if k in ranks[0]['params']}, ranks[0]['params'])
+
+    work = tmp_path / 'killed'
+    dist_train(two_process_config, work, stop=SAVED)
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'epoch_1.pth'
+    dist_train(two_process_config, work, '--resume')
+    assert_same_weights(weights(work / 'epoch_3.pth'), weights(done / 'epoch_3.pth'))
+    resumed = [torch.load(work / f'rank{r}.pth', weights_only=True) for r in (0, 1)]
+    for rank in (0, 1):
+        assert_same_weights(resumed[rank]['params'], ranks[rank]['params'])
+    # BatchNorm statistics are per rank (MMEngine's DDP does not broadcast buffers) and the
+    # checkpoint holds rank 0's: rank 0 continues its own exactly.
+    assert_same_weights(resumed[0]['buffers'], ranks[0]['buffers'])

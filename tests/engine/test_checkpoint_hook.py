@@ -1,0 +1,65 @@
+"""A kill at any moment of a checkpoint save leaves a run that resumes from a complete file.
+
+The run keeps one checkpoint (``max_keep_ckpts=1``). MMEngine's own hook removes the old
+checkpoint before it writes the new one and writes ``last_checkpoint`` in place: a kill in
+between left no checkpoint at all, or ``last_checkpoint`` naming a deleted file. Here each
+training process is killed at one moment of the save after epoch 2 (its file operations are
+announced by ``tests.save_stages``), and must then resume and end with the weights of a run
+that was never interrupted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cvt_backbone import read_checkpoint
+from cvt_backbone.checkpoint.io import TMP_SUFFIX
+from tests.helpers import ENV, tiny_cls_config, train, train_until
+
+SETTINGS = """
+custom_imports = dict(imports=['cvt_backbone', 'tests.save_stages'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))
+"""
+#: The moments of the save after epoch 2, as tests.save_stages announces them.
+MOMENTS = [
+    '@stage before replace epoch_2.pth',        # the new checkpoint is a hidden temporary file
+    '@stage after replace epoch_2.pth',         # written; last_checkpoint still names epoch 1
+    '@stage before replace last_checkpoint',    # its new content is a temporary file
+    '@stage after replace last_checkpoint',     # names epoch 2; epoch 1 not yet removed
+    '@stage after remove epoch_1.pth',          # the old checkpoint is gone
+]
+
+
+@pytest.fixture(scope='module')
+def config(shapes_cls, tmp_path_factory) -> Path:
+    return tiny_cls_config(tmp_path_factory.mktemp('cfg') / 'cfg.py', shapes_cls,
+                           max_epochs=3, extra=SETTINGS)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(config, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp('uninterrupted')
+    train(config, work)
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_3.pth']
+    return read_checkpoint(work / 'epoch_3.pth')['state_dict']
+
+
+@pytest.mark.parametrize('moment', MOMENTS)
+def test_killed_while_saving_resumes_from_a_complete_checkpoint(config, uninterrupted, tmp_path,
+                                                                moment):
+    work = tmp_path / 'work'
+    train_until(config, work, moment, env=dict(ENV, CVT_TEST_SAVE_STAGES='0.05'))
+    named = Path((work / 'last_checkpoint').read_text().strip())
+    assert named.is_file(), f'last_checkpoint names {named}, which does not exist'
+    assert read_checkpoint(named)['meta']['epoch'] in (1, 2)
+    assert not (work / 'epoch_3.pth').exists()
+
+    resumed = train(config, work, '--resume')
+    assert f'resumed epoch: {read_checkpoint(named)["meta"]["epoch"]}' in resumed.stdout
+    final = read_checkpoint(work / 'epoch_3.pth')['state_dict']
+    different = [k for k in uninterrupted if not torch.equal(final[k], uninterrupted[k])]
+    assert not different, f'{len(different)} tensors differ from the uninterrupted run'
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_3.pth']
+    assert not list(work.rglob(f'*{TMP_SUFFIX}'))  # a killed save's temporary is cleaned
