@@ -1,13 +1,34 @@
-# The two commands of README.md. Both set up .venv/ first (skipping finished steps).
+# The two commands of README.md. Each sets up its environment first (skipping finished steps).
+#   make demo   the demo, in the newest environment (.venv/)
+#   make test   the whole suite in the newest environment (.venv/), then the suite of
+#               OLDEST_TESTS in the oldest one (.venv-oldest/, torch 2.1.2); .ci/run runs it
 PY := .venv/bin/python
+OLDEST_PY := .venv-oldest/bin/python
+# What the oldest environment runs: loading (checkpoint/), resume and the training hooks
+# (engine/), the model and its equivalence with the transformers port (models/ but the
+# property tests), every config, the quick demo, the converters and the tools' errors,
+# registration and the version checks. Left to the newest environment: the property tests,
+# the benchmark and the FLOP counter.
+OLDEST_TESTS := tests/test_registration.py tests/test_versions.py tests/checkpoint \
+	tests/engine tests/configs tests/models/test_cvt.py tests/models/test_equivalence.py \
+	tests/models/test_ops.py tests/tools/test_demo.py tests/tools/test_model_converter.py \
+	tests/tools/test_tool_errors.py
 
-.PHONY: setup demo test
+.PHONY: setup setup-oldest demo test test-newest test-oldest
 
 setup:
-	bash tools/setup_env.sh
+	bash tools/setup_env.sh newest
+
+setup-oldest:
+	bash tools/setup_env.sh oldest
 
 demo: setup
 	$(PY) tools/demo/run_demo.py
 
-test: setup
+test: test-newest test-oldest
+
+test-newest: setup
 	$(PY) -m pytest tests
+
+test-oldest: setup-oldest
+	$(OLDEST_PY) -m pytest $(OLDEST_TESTS)

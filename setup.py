@@ -12,6 +12,12 @@ def read_version() -> str:
     return namespace['__version__']
 
 
+# mmdet declares pycocotools (its COCO metric, the demo's masks); mmsegmentation imports
+# ftfy and regex without declaring them.
+DET = ['mmdet>=3.2.0,<3.4']
+SEG = ['mmsegmentation>=1.2.0,<1.3', 'ftfy', 'regex']
+CLS = ['mmpretrain>=1.1.0,<1.3']
+
 setup(
     name='cvt-backbone',
     version=read_version(),
@@ -22,23 +28,27 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['cvt_backbone', 'cvt_backbone.*']),
     python_requires='>=3.10',
+    # Ranges, not pins: each is tested at both ends by `make test` (the newest and the oldest
+    # environment of tools/setup_env.sh), and cvt_backbone/versions.py checks the same ranges
+    # at import. torch and mmcv are usually installed first (mmcv with its compiled ops, built
+    # for that torch): pip keeps what is already there when it lies in the range.
+    # torchvision is left to the user (mmpretrain imports it): a requirement here could make
+    # pip replace a working torch with the one a newer torchvision pins.
     install_requires=[
-        'torch>=2.6,<=2.14.1',
-        'torchvision>=0.21,<=0.29.1',
-        'numpy>=1.24',
-        'mmengine==0.10.7',
-        # mmcv must carry its compiled ops; tools/setup_env.sh builds it (see README).
-        'mmcv>=2.0.0,<2.2.0',
-        'mmdet==3.3.0',
-        'mmsegmentation==1.2.2',
-        'mmpretrain==1.2.0',
-        # imported by mmsegmentation without being declared by it
-        'ftfy',
-        'regex',
-        'matplotlib',
-        'pycocotools',
+        'torch>=2.1,<2.15',
+        'numpy>=1.26',
+        'mmengine>=0.10.3,<0.11',
+        'mmcv>=2.1.0,<2.2.0',
+        'safetensors>=0.4.1',
+        # mmengine resolves `_base_ = 'mmdet::...'` config paths through pkg_resources, which
+        # setuptools 81 removed (and torch declares setuptools unpinned)
+        'setuptools<81',
     ],
     extras_require={
+        'det': DET,
+        'seg': SEG,
+        'cls': CLS,
+        'all': DET + SEG + CLS,
         'tests': [
             'pytest>=7',
             'hypothesis>=6',
@@ -46,6 +56,9 @@ setup(
             # `import mmpretrain.models` (see README, "Guarantees").
             'transformers>=4.44,<=4.51.3',
         ],
+        # ONNX export (another open issue); wheels of both lower bounds install for CPython
+        # 3.11 here.
+        'deploy': ['onnx>=1.15', 'onnxruntime>=1.16'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -4,7 +4,8 @@ After ``import cvt_backbone``, ``dict(type='CvT', ...)`` builds from each instal
 ``MODELS`` registry, so configs of all three can use it through
 ``custom_imports=dict(imports=['cvt_backbone'], allow_failed_imports=False)``. A toolbox that is
 not installed is skipped; one that is installed but fails to import is an error, since a
-half-working toolbox would otherwise surface much later.
+half-working toolbox would otherwise surface much later. Each toolbox's version is checked
+against its tested range (:func:`cvt_backbone.versions.check_toolboxes`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib
 import importlib.util
 
 from .models import CvT
+from .versions import check_toolboxes, installed_version, supported_range
 
 #: toolbox -> (its registry module, the pip package, the cvt-backbone extra that brings it)
 TOOLBOXES = {
@@ -32,11 +34,17 @@ def _register() -> dict:
         module, package, extra = TOOLBOXES[name]
         try:
             registry = importlib.import_module(module).MODELS
-        except ImportError as err:
-            raise ImportError(f'cvt_backbone: {package} is installed but does not import '
-                              f'({err}); reinstall it, e.g. pip install -e .[{extra}]') from err
+        except (ImportError, AssertionError) as err:
+            # The toolboxes assert their mmcv and mmengine ranges at import.
+            version = installed_version(name) or '(unknown version)'
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ImportError(f'cvt_backbone: {package} {version} is installed but does not '
+                              f'import ({detail}); supported: {package}{supported_range(name)}'
+                              f' with mmcv{supported_range("mmcv")} (pip install -e .[{extra}])'
+                              ) from err
         registry.register_module(module=CvT)
         registries[name] = registry
+    check_toolboxes(registries)
     if not registries:
         extras = ', '.join(f'{package} (pip install cvt-backbone[{extra}])'
                            for _, package, extra in TOOLBOXES.values())

@@ -1,4 +1,5 @@
-"""CvT builds from the registries of all three toolboxes and through custom_imports."""
+"""CvT builds from the registries of all three toolboxes, through custom_imports, and with
+any one toolbox alone; with none, the import error names them."""
 import subprocess
 import sys
 import textwrap
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import cvt_backbone
+from tests.helpers import ENV
 
 TINY = dict(embed_dims=[16, 32, 48], depths=[1, 1, 2], num_heads=[1, 2, 3])
 
@@ -37,3 +39,49 @@ def test_custom_imports_in_a_fresh_process(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ['CvT', 'CvT', 'CvT']
+
+
+#: The toolboxes, by import name, with the registry module CvT is built from.
+TOOLBOXES = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry',
+             'mmseg': 'mmseg.registry'}
+
+
+def run_with_only(present: list[str], body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` in a fresh interpreter in which the other toolboxes cannot be imported.
+
+    ``sys.modules[name] = None`` is how Python marks a module unimportable: ``import name``
+    raises ModuleNotFoundError and ``importlib.util.find_spec(name)`` says it is not installed,
+    as for a package that was never installed.
+    """
+    blocked = [name for name in TOOLBOXES if name not in present]
+    script = f'import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n' + body
+    return subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=300, env=ENV)
+
+
+@pytest.mark.parametrize('toolbox', list(TOOLBOXES))
+def test_import_with_a_single_toolbox_builds_from_its_registry(toolbox):
+    result = run_with_only([toolbox], textwrap.dedent(f"""
+        import torch
+        import cvt_backbone
+        from {TOOLBOXES[toolbox]} import MODELS
+        model = MODELS.build(dict(type='CvT', arch={TINY!r}))
+        print(sorted(cvt_backbone.REGISTRIES), type(model).__name__,
+              tuple(model.eval()(torch.randn(1, 3, 32, 32))[0].shape))
+        print(sorted({{n.split('.')[0] for n, m in sys.modules.items()
+                      if m is not None and n.split('.')[0] in {list(TOOLBOXES)!r}}}))
+    """))
+    assert result.returncode == 0, result.stderr
+    registries, imported = result.stdout.strip().splitlines()
+    assert registries == f"['{toolbox}'] CvT (1, 16, 8, 8)"
+    assert imported == f"['{toolbox}']"
+
+
+def test_import_without_any_toolbox_names_the_three_and_their_extras():
+    result = run_with_only([], 'import cvt_backbone\n')
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith('ImportError: cvt_backbone needs at least one OpenMMLab toolbox')
+    for package, extra in (('mmpretrain', 'cls'), ('mmdet', 'det'), ('mmsegmentation', 'seg'),
+                           ('', 'all')):
+        assert package in error and f'[{extra}]' in error, error
