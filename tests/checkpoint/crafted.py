@@ -98,7 +98,10 @@ def builtin_exception(folder: Path) -> Path:
 
 
 def device_mesh(folder: Path) -> Path:
-    from torch.distributed.device_mesh import DeviceMesh
+    try:
+        from torch.distributed.device_mesh import DeviceMesh
+    except ImportError:  # torch 2.1 keeps it in a private module
+        from torch.distributed._tensor.device_mesh import DeviceMesh
     return _save(folder / 'device_mesh.pth', {**_weights(), 'x': Reduce(DeviceMesh, (
         'cpu', [0]))})
 
