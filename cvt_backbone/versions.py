@@ -34,7 +34,7 @@ SUPPORTED = {
     'mmengine': ('mmengine', (0, 10, 3), (0, 11)),
     'mmcv': ('mmcv', (2, 1), (2, 2)),
     'mmdet': ('mmdet', (3, 2), (3, 4)),
-    'mmseg': ('mmsegmentation', (1, 2), (1, 3)),
+    'mmseg': ('mmsegmentation', (1, 2, 1), (1, 3)),
     'mmpretrain': ('mmpretrain', (1, 1), (1, 3)),
 }
 #: Why a version below the range is more than untested, where that is known.
