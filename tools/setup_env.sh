@@ -131,4 +131,4 @@ if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] || [ "$CONSTRAINTS" -n
   pip_install -e "$ROOT[all,tests]"
   touch "$stamp"
 fi
-log "environment ready: $PY"
+log "environment ready: $PY (set-up took ${SECONDS} s)"
