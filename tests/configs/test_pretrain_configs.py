@@ -257,3 +257,18 @@ def test_one_training_step_on_cpu(name):
     # the label-smoothed loss on a mixed batch is about ln(num_classes) at initialisation
     assert abs(log_vars['loss'].item() - np.log(num_classes)) < 1.0
     assert not torch.equal(model.head.fc.weight, before)
+
+
+def test_the_readme_example_in_mmpretrains_resnet_recipe_takes_a_step():
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'examples' / 'resnet50-recipe_cvt-13_in1k.py'))
+    model = build_classifier(cfg)
+    model.init_weights()
+    optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    torch.manual_seed(0)
+    model.train()
+    log_vars = model.train_step(synthetic_batch(1000), optim_wrapper)
+    assert torch.isfinite(log_vars['loss'])
+    model.eval()
+    with torch.no_grad():
+        assert model(synthetic_batch(1000)['inputs'][0][None].float(), mode='tensor').shape \
+            == (1, 1000)
