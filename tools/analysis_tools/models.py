@@ -118,6 +118,7 @@ def build_config_model(path: str) -> tuple[nn.Module, str]:
     """The model of an mmpretrain / mmdet / mmseg config, in eval mode, and its toolbox.
 
     The toolbox is the config's ``default_scope``; its ``custom_imports`` are imported.
+    A top-level ``data_preprocessor`` goes into the model, as MMEngine's Runner puts it.
     Weights keep their construction-time values (no ``init_weights``, which would load the
     config's pretrained backbone).
 
@@ -131,6 +132,8 @@ def build_config_model(path: str) -> tuple[nn.Module, str]:
     if scope not in REGISTRIES:
         raise ValueError(f'{path}: default_scope is {scope!r}; expected one of '
                          f'{sorted(REGISTRIES)} (set it, or inherit a toolbox runtime config)')
+    if cfg.get('data_preprocessor'):  # a top-level one goes into the model, as the Runner does
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
         model = REGISTRIES[scope].build(cfg.model)
     return model.eval(), scope
