@@ -7,6 +7,8 @@ the weights alone at run time.
 """
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,15 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip('onnxruntime')
-import onnx  # noqa: E402
+from cvt_backbone import CvT
+from cvt_backbone.checkpoint import atomic_save
+from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error
+from tools.analysis_tools.models import build_config_model, load_model_weights
+from tools.deployment.onnx_export import (DEPLOY_PACKAGES, TOLERANCE, ExportTarget,
+                                          build_target, export_onnx, ort_session)
 
-from cvt_backbone import CvT  # noqa: E402
-from cvt_backbone.checkpoint import atomic_save  # noqa: E402
-from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error  # noqa: E402
-from tools.analysis_tools.models import build_config_model, load_model_weights  # noqa: E402
-from tools.deployment.onnx_export import (TOLERANCE, ExportTarget, build_target,  # noqa: E402
-                                          export_onnx, ort_session)
+#: Exporting and running need the [deploy] extra; the refusals without it do not.
+needs_deploy = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in DEPLOY_PACKAGES),
+    reason='the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed')
 
 CLS_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
 DET_CONFIG = ROOT / 'configs' / 'demo' / 'mask-rcnn_cvt-tiny_fpn_shapes.py'
@@ -44,7 +48,7 @@ def assert_onnx_matches(path: Path, module: torch.nn.Module, sizes=SIZES) -> Non
             assert relative_error(torch.from_numpy(out), ref) < TOLERANCE, shape
 
 
-def weight_only_nodes(graph: onnx.GraphProto) -> list[str]:
+def weight_only_nodes(graph) -> list[str]:
     """Nodes (other than constants) whose every input is a weight or a constant."""
     known = {i.name for i in graph.initializer}
     found = []
@@ -74,6 +78,7 @@ def tiny_export(tmp_path_factory) -> tuple[CvT, Path]:
     return model, path
 
 
+@needs_deploy
 def test_dynamic_export_matches_pytorch_at_other_sizes(tiny_export):
     model, path = tiny_export
     assert_onnx_matches(path, model)
@@ -87,7 +92,9 @@ def _reference(model: CvT) -> CvT:
     return reference.eval().use_fast_kernels(False)
 
 
+@needs_deploy
 def test_dynamic_axes_are_batch_height_width(tiny_export):
+    import onnx
     _, path = tiny_export
     graph = onnx.load(str(path)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
@@ -95,7 +102,9 @@ def test_dynamic_axes_are_batch_height_width(tiny_export):
     assert [o.name for o in graph.output] == ['stage0', 'stage1', 'stage2']
 
 
+@needs_deploy
 def test_graph_is_the_fast_path_with_the_cvt_scale(tiny_export):
+    import onnx
     _, path = tiny_export
     graph = onnx.load(str(path)).graph
     ops = [node.op_type for node in graph.node]
@@ -110,6 +119,7 @@ def test_graph_is_the_fast_path_with_the_cvt_scale(tiny_export):
     assert weight_only_nodes(graph) == []
 
 
+@needs_deploy
 def test_detector_config_exports_backbone_and_neck(tmp_path):
     target = build_target(str(DET_CONFIG))
     assert target.output_names == [f'feat{i}' for i in range(5)]  # FPN's five levels
@@ -120,40 +130,51 @@ def test_detector_config_exports_backbone_and_neck(tmp_path):
     assert_onnx_matches(path, lambda x: tuple(model.neck(model.backbone(x))))
 
 
+TOOL = str(ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py')
+
+
+def run_export_tool(*args, env: dict = ENV) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, TOOL, *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope='module')
-def tool_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """The tool on the demo classifier (with a checkpoint written here) and on bad input."""
+def classifier_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The tool on the demo classifier, with a checkpoint written here."""
     tmp = tmp_path_factory.mktemp('export_tool')
     model, _ = build_config_model(str(CLS_CONFIG))
     randomize_norms(model.backbone, 1)
     atomic_save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'cls.pth')
+    return tmp, run_export_tool(CLS_CONFIG, tmp / 'cls.onnx', '--checkpoint', tmp / 'cls.pth',
+                                '--dynamic', '--shape', '64', '64')
+
+
+@pytest.fixture(scope='module')
+def tool_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """The tool on bad input, and without the [deploy] extra."""
+    tmp = tmp_path_factory.mktemp('export_errors')
     no_onnxruntime = tmp / 'no_ort' / 'onnxruntime'
     no_onnxruntime.mkdir(parents=True)
     (no_onnxruntime / '__init__.py').write_text("raise ImportError('no onnxruntime here')\n")
-    tool = str(ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py')
+    without_ort = dict(ENV, PYTHONPATH=f'{tmp / "no_ort"}:{ENV["PYTHONPATH"]}')
     cases = {
-        'classifier': ([tool, CLS_CONFIG, tmp / 'cls.onnx', '--checkpoint', tmp / 'cls.pth',
-                        '--dynamic', '--shape', '64', '64'], ENV),
-        'unknown_preset': ([tool, 'cvt-99', tmp / 'x.onnx'], ENV),
-        'missing_config': ([tool, tmp / 'nope.py', tmp / 'x.onnx'], ENV),
-        'bad_shape': ([tool, 'cvt-13', tmp / 'x.onnx', '--shape', '2', '64'], ENV),
-        'no_extra': ([tool, 'cvt-13', tmp / 'x.onnx'],
-                     dict(ENV, PYTHONPATH=f'{tmp / "no_ort"}:{ENV["PYTHONPATH"]}')),
+        'unknown_preset': (['cvt-99', tmp / 'x.onnx'], ENV),
+        'missing_config': ([tmp / 'nope.py', tmp / 'x.onnx'], ENV),
+        'bad_shape': (['cvt-13', tmp / 'x.onnx', '--shape', '2', '64'], ENV),
+        'no_extra': (['cvt-13', tmp / 'x.onnx'], without_ort),
     }
 
     def run(name: str) -> subprocess.CompletedProcess:
-        command, env = cases[name]
-        return subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        args, env = cases[name]
+        return run_export_tool(*args, env=env)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(cases, pool.map(run, cases)))
-    results['tmp'] = tmp
-    return results
+        return dict(zip(cases, pool.map(run, cases)))
 
 
-def test_tool_exports_and_checks_the_whole_classifier(tool_runs):
-    result = tool_runs['classifier']
+@needs_deploy
+def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
+    tmp, result = classifier_run
     assert result.returncode == 0, result.stderr[-3000:]
     checks = [line for line in result.stdout.splitlines() if 'onnxruntime at' in line]
     assert len(checks) == 2 and all(line.endswith(' ok') for line in checks), result.stdout
@@ -162,8 +183,8 @@ def test_tool_exports_and_checks_the_whole_classifier(tool_runs):
     h, w = map(int, second.split('x'))
     assert h != w and h % 16 and w % 16
     model, _ = build_config_model(str(CLS_CONFIG))
-    load_model_weights(model, str(tool_runs['tmp'] / 'cls.pth'))
-    assert_onnx_matches(tool_runs['tmp'] / 'cls.onnx', lambda x: (model(x, mode='tensor'),))
+    load_model_weights(model, str(tmp / 'cls.pth'))
+    assert_onnx_matches(tmp / 'cls.onnx', lambda x: (model(x, mode='tensor'),))
 
 
 @pytest.mark.parametrize('case, message', [
@@ -171,7 +192,7 @@ def test_tool_exports_and_checks_the_whole_classifier(tool_runs):
                        "a config file"),
     ('missing_config', 'is neither a CvT preset (cvt-13, cvt-21, cvt-w24) nor a config file'),
     ('bad_shape', 'error: --shape 2 64 is too small: each side must be at least 3 pixels'),
-    ('no_extra', 'error: onnxruntime is not installed: the ONNX tools need the [deploy] extra '
+    ('no_extra', 'is not installed: the ONNX tools need the [deploy] extra '
                  '(pip install -e .[deploy])'),
 ])
 def test_bad_input_gets_one_error_line(tool_runs, case, message):
@@ -180,3 +201,5 @@ def test_bad_input_gets_one_error_line(tool_runs, case, message):
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, last
+    if case == 'no_extra':  # the first [deploy] package that is missing is named
+        assert re.match(r'error: (onnx|onnxruntime|onnxscript) is not installed', last), last

@@ -139,7 +139,8 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
         raise ExportError(str(err)) from None
     if checkpoint:
         load_model_weights(built, checkpoint)
-    min_size = built.backbone.min_input_size() if isinstance(built.backbone, CvT) else 32
+    # Another backbone states no smallest input: the exporter or the check will say.
+    min_size = built.backbone.min_input_size() if isinstance(built.backbone, CvT) else 1
     if scope == 'mmpretrain':
         return ExportTarget(ClassifierLogits(built).eval(), ['logits'],
                             f'{model} (whole classifier: logits)', DEFAULT_SHAPES[scope],

@@ -70,11 +70,11 @@ def checked_shape(shape: list[int], min_size: int, option: str) -> tuple[int, in
 
 def main() -> None:
     args = parse_args()
-    require_deploy_extra()
     if not args.output.endswith('.onnx'):
         raise ExportError(f'the output must be an .onnx file, got {args.output!r}')
     target = build_target(args.model, args.checkpoint)
     shape = checked_shape(args.shape or target.default_shape, target.min_size, '--shape')
+    require_deploy_extra()
     print(f'Exporting {target.title} at {shape[0]}x{shape[1]}'
           f'{" (dynamic batch, height and width)" if args.dynamic else ""}, opset {args.opset}',
           flush=True)
