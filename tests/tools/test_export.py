@@ -21,8 +21,9 @@ from cvt_backbone import CvT
 from cvt_backbone.checkpoint import atomic_save
 from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error
 from tools.analysis_tools.models import build_config_model, load_model_weights
-from tools.deployment.onnx_export import (DEPLOY_PACKAGES, TOLERANCE, ExportTarget,
-                                          build_target, export_onnx, ort_session)
+from tools.deployment.onnx_export import (DEPLOY_PACKAGES, TOLERANCE, ExportError,
+                                          ExportTarget, build_target, compare, export_onnx,
+                                          ort_session, second_shape)
 
 #: Exporting and running need the [deploy] extra; the refusals without it do not.
 needs_deploy = pytest.mark.skipif(
@@ -203,3 +204,22 @@ def test_bad_input_gets_one_error_line(tool_runs, case, message):
     assert last.startswith('error: ') and message in last, last
     if case == 'no_extra':  # the first [deploy] package that is missing is named
         assert re.match(r'error: (onnx|onnxruntime|onnxscript) is not installed', last), last
+
+
+def test_check_fails_beyond_1e4_of_the_output_scale():
+    reference = (torch.full((1, 4, 3, 3), 10.), torch.ones(1, 2))
+    close = [reference[0].numpy() + 5e-4, reference[1].numpy()]        # 5e-5 of the scale 10
+    far = [reference[0].numpy(), reference[1].numpy() + 2e-4]          # 2e-4 of the scale 1
+    ok = compare(close, reference, ['a', 'b'], (1, 3, 8, 8))
+    bad = compare(far, reference, ['a', 'b'], (1, 3, 8, 8))
+    assert ok.passed and ok.relative == pytest.approx(5e-5, rel=1e-3)
+    assert not bad.passed and bad.worst == 'b' and 'FAILED' in bad.describe()
+    with pytest.raises(ExportError, match='ONNX shape'):
+        compare([reference[0].numpy()[:, :2], reference[1].numpy()], reference, ['a', 'b'],
+                (1, 3, 8, 8))
+
+
+@pytest.mark.parametrize('shape', [(224, 224), (800, 1344), (64, 64), (48, 64), (3, 3)])
+def test_second_check_size_is_non_square_and_not_a_multiple_of_16(shape):
+    h, w = second_shape(shape, 3)
+    assert h != w and h % 16 and w % 16 and min(h, w) >= 3
