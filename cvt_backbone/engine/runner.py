@@ -61,9 +61,10 @@ def build_runner(cfg: Config) -> Runner:
     return RUNNERS.build(cfg) if 'runner_type' in cfg else AtomicDumpRunner.from_cfg(cfg)
 
 
-def run_tool(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; a :data:`USER_ERRORS` error ends it with one ``error:`` line."""
+def run_tool(main: Callable[[], object], errors: tuple[type[Exception], ...] = ()) -> None:
+    """Run a tool's ``main``; a :data:`USER_ERRORS` error, or one of the tool's own
+    ``errors``, ends it with one ``error:`` line."""
     try:
         main()
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *errors) as err:
         sys.exit(f'error: {err}')
