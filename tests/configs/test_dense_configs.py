@@ -10,6 +10,7 @@ from mmengine.registry import DefaultScope
 
 import cvt_backbone
 
+from cvt_backbone.checkpoint.zoo import PUBLISHED, url
 from cvt_backbone.engine import check_model_config
 from tests.helpers import ROOT
 
@@ -27,6 +28,14 @@ def build(path: str):
         model = cvt_backbone.REGISTRIES[cfg.default_scope].build(cfg.model)
     model.init_weights()
     return cfg, revert_sync_batchnorm(model)  # as MMEngine's Runner does without a process group
+
+
+@pytest.mark.parametrize('path', MASK_RCNN + UPERNET + EXAMPLES[:2],
+                         ids=lambda p: p.rsplit('/', 1)[1])
+def test_dense_configs_start_from_the_published_weights_of_their_arch(path):
+    backbone = Config.fromfile(path).model.backbone
+    published = {url(p.hub_repo): p for p in PUBLISHED if p.resolution == 224}
+    assert published[backbone.init_cfg.checkpoint].arch == backbone.arch
 
 
 def test_all_dense_configs_are_covered():
