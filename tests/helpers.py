@@ -141,15 +141,16 @@ def train(config: Path, work_dir: Path, *args: object, check: bool = True,
     return result
 
 
-def train_until(config: Path, work_dir: Path, stop: str, *args: object,
+def train_until(config: Path, work_dir: Path, stop: str | tuple[str, ...], *args: object,
                 env: dict | None = None, timeout: float = 600,
                 command: list[str] | None = None) -> list[str]:
-    """Start ``tools/train.py`` (or ``command``) and SIGKILL its process group when a line
-    containing ``stop`` appears on its stdout.
+    """Start ``tools/train.py`` (or ``command``) and SIGKILL its process group when lines
+    containing ``stop`` (a tuple: each of its strings, in this order) appear on its stdout.
 
     Returns:
         The stdout lines read up to that one.
     """
+    pending = list((stop, ) if isinstance(stop, str) else stop)
     import signal
     import time
     command = command or [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config),
@@ -161,9 +162,11 @@ def train_until(config: Path, work_dir: Path, stop: str, *args: object,
         try:
             for line in proc.stdout:
                 lines.append(line.rstrip('\n'))
-                if stop in line:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    break
+                if pending[0] in line:
+                    pending.pop(0)
+                    if not pending:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        break
                 assert time.monotonic() < deadline, f'no {stop!r} within {timeout} s'
             else:
                 raise AssertionError(f'training ended before {stop!r}: ' + '\n'.join(lines[-20:]))

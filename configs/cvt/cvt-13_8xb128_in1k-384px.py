@@ -1,11 +1,13 @@
-# CvT-13 at 384x384 on ImageNet-1k, started from the 224x224 weights of
-# cvt-13_8xb256_in1k-224px.py. Augmentation, optimiser and schedule follow
+# CvT-13 at 384x384 on ImageNet-1k, started from the published 224x224 weights (microsoft/cvt-13
+# = CvT-13-224x224-IN-1k.pth; from your own run of cvt-13_8xb256_in1k-224px.py instead:
+# --cfg-options load_from=work_dirs/cvt-13_8xb256_in1k-224px/epoch_300.pth). Augmentation,
+# optimiser and schedule follow
 # microsoft/CvT experiments/imagenet/cvt/cvt-13-384x384.yaml (the 224 recipe at 384, same
 # learning rate per image) with 128 images per GPU; test: resize to exactly 384x384, no crop.
 # Shorten the run with --cfg-options train_cfg.max_epochs=30 (the cosine follows).
 _base_ = ['./cvt-13_8xb256_in1k-224px.py']
 
-load_from = 'work_dirs/cvt-13_8xb256_in1k-224px/epoch_300.pth'
+load_from = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 
 # The 224 pipeline with a 384 crop (BGR mean and std for the padding and erasing fills).
 train_pipeline = [

@@ -3,10 +3,9 @@ _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/cvt_pa
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
-# ImageNet-1k weights: tools/model_converters/cvt_official_to_mmpretrain.py
-#   CvT-13-224x224-IN-1k.pth checkpoints/cvt-13_in1k-224px_backbone.pth --backbone-only
-# (the official .pth also loads here directly: its keys are converted on the fly).
-pretrained = 'checkpoints/cvt-13_in1k-224px_backbone.pth'
+# The published ImageNet-1k weights (microsoft/cvt-13 = CvT-13-224x224-IN-1k.pth), downloaded
+# once into the torch hub cache. Offline: a local copy of either file works the same.
+pretrained = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 
 model = dict(
     backbone=dict(

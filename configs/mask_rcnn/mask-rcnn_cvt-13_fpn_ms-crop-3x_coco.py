@@ -6,7 +6,7 @@ _base_ = [
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
-pretrained = 'checkpoints/cvt-13_in1k-224px_backbone.pth'
+pretrained = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 
 model = dict(
     backbone=dict(

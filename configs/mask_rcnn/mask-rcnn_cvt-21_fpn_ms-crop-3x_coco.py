@@ -1,6 +1,7 @@
 # Mask R-CNN with a CvT-21 backbone on COCO, 3x multi-scale + crop schedule.
 _base_ = './mask-rcnn_cvt-13_fpn_ms-crop-3x_coco.py'
 
-pretrained = 'checkpoints/cvt-21_in1k-224px_backbone.pth'
+# The published ImageNet-1k weights (microsoft/cvt-21 = CvT-21-224x224-IN-1k.pth).
+pretrained = 'https://huggingface.co/microsoft/cvt-21/resolve/main/pytorch_model.bin'
 model = dict(
     backbone=dict(arch='cvt-21', init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

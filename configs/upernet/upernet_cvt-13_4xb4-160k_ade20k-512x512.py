@@ -7,9 +7,9 @@ _base_ = [
 
 custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 
-# ImageNet-1k weights made by tools/model_converters/cvt_official_to_mmpretrain.py
-# --backbone-only (the official .pth also loads directly).
-pretrained = 'checkpoints/cvt-13_in1k-224px_backbone.pth'
+# The published ImageNet-1k weights (microsoft/cvt-13 = CvT-13-224x224-IN-1k.pth), downloaded
+# once into the torch hub cache. Offline: a local copy of either file works the same.
+pretrained = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 
 model = dict(
     backbone=dict(

@@ -65,7 +65,8 @@ def sanitize_checkpoint(checkpoint: object, source: str | None = None) -> object
       config from the caller.
     * ``runtime_info.best_ckpt*`` and ``last_ckpt`` (files CheckpointHook removes when a
       better checkpoint arrives) are kept only when they name a ``.pth`` file in the folder
-      of the checkpoint being read; ``keep_ckpt_ids`` only when it is a list of integers.
+      of the checkpoint being read; ``keep_ckpt_ids`` and ``outdated_ckpt_ids`` (steps whose
+      checkpoints are removed) only when they are lists of integers.
 
     Args:
         checkpoint: What a checkpoint file held.
@@ -87,10 +88,11 @@ def sanitize_checkpoint(checkpoint: object, source: str | None = None) -> object
         source_dir = osp.dirname(osp.abspath(source)) if source else None
         dropped = [key for key in list(runtime_info) if _CHECKPOINT_PATHS.match(str(key))
                    and _drop_path_entry(runtime_info, key, source_dir)]
-        ids = runtime_info.get('keep_ckpt_ids')
-        if ids is not None and not (isinstance(ids, list)
-                                    and all(type(i) is int for i in ids)):
-            dropped.append('keep_ckpt_ids')
+        for key in ('keep_ckpt_ids', 'outdated_ckpt_ids'):
+            ids = runtime_info.get(key)
+            if ids is not None and not (isinstance(ids, list)
+                                        and all(type(i) is int for i in ids)):
+                dropped.append(key)
         for key in dropped:
             runtime_info.pop(key)
         if dropped:

@@ -185,7 +185,7 @@ def fit_schedule(cfg: Config, original: Config | dict | None = None) -> str | No
                 new = s[key] * scale if fractional else max(round(s[key] * scale), 1 if
                                                             key == 'end' else 0)
                 if new != s[key]:
-                    changes.append(f'param_scheduler[{i}].{key} {s[key]} -> {new:g}')
+                    changes.append(f'param_scheduler[{i}].{key} {s[key]} -> {new:.4g}')
                     s[key] = new
         if s.get('begin', 0) >= s.get('end', total) or s.get('begin', 0) >= total:
             raise ConfigError(
@@ -349,8 +349,18 @@ def check_model_config(cfg: Config | dict) -> None:
     if not _is_cvt(backbone):
         return
     channels = cvt_output_channels(backbone)
+    pretrained = model.get('pretrained')
+    if pretrained and backbone.get('init_cfg'):
+        raise ConfigError(f'model.pretrained is {pretrained!r} (from the base config?) and '
+                          f'model.backbone.init_cfg is set too: mmseg hands model.pretrained to '
+                          f'the backbone; set model.pretrained=None')
     neck = model.get('neck')
     first_neck = neck[0] if isinstance(neck, (list, tuple)) and neck else neck
+    if isinstance(first_neck, dict) and 'type' not in first_neck:
+        field = 'model.neck' if first_neck is neck else 'model.neck[0]'
+        raise ConfigError(f'{field} has no type: the base config has no neck there (its '
+                          f'heads read the backbone directly), so remove {field} and set the '
+                          f"heads' in_channels / in_index instead")
     if isinstance(first_neck, dict) and isinstance(first_neck.get('in_channels'), (list, tuple)):
         field = 'model.neck' if first_neck is neck else 'model.neck[0]'
         if list(first_neck['in_channels']) != channels:

@@ -36,6 +36,8 @@ from ..checkpoint.io import TMP_SUFFIX
 
 #: The key of ``meta`` under which :class:`SafeCheckpointHook` stores the random state.
 RANDOM_STATE_KEY = 'cvt_random_state'
+#: The ``runtime_info`` entry listing checkpoints that a save made outdated (removed after it).
+OUTDATED_KEY = 'outdated_ckpt_ids'
 #: The hidden temporary files of :func:`~cvt_backbone.checkpoint.atomic_write_bytes`.
 TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}' + re.escape(TMP_SUFFIX) + '$')
 
@@ -81,7 +83,8 @@ class SafeCheckpointHook(CheckpointHook):
 
     * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
       removed only after the new checkpoint is written (MMEngine removes it first: a kill
-      in between left no checkpoint, and ``last_checkpoint`` named a deleted file);
+      in between left no checkpoint, and ``last_checkpoint`` named a deleted file); the new
+      checkpoint names it, so that a run killed before the removal finishes it on resume;
     * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes), and
       the hidden temporary file a killed save may leave is removed when training starts;
     * each checkpoint's ``meta`` carries every rank's random state and the training
@@ -89,14 +92,26 @@ class SafeCheckpointHook(CheckpointHook):
     """
 
     def before_train(self, runner) -> None:
-        """MMEngine's set-up, then remove the hidden temporaries a killed save left."""
+        """MMEngine's set-up; then finish what a killed save left: the removal of the
+        checkpoint it made outdated, and its hidden temporary file."""
         super().before_train(runner)
-        if is_main_process():
-            for folder in {self.out_dir, runner.work_dir}:
-                if osp.isdir(folder):
-                    for name in os.listdir(folder):
-                        if TEMPORARY.match(name):
-                            os.remove(osp.join(folder, name))
+        outdated = runner.message_hub.runtime_info.get(OUTDATED_KEY) or []
+        if not is_main_process():
+            return
+        for step in outdated:
+            self._remove_checkpoint(step)
+        for folder in {self.out_dir, runner.work_dir}:
+            if osp.isdir(folder):
+                for name in os.listdir(folder):
+                    if TEMPORARY.match(name):
+                        os.remove(osp.join(folder, name))
+
+    def _remove_checkpoint(self, step: int) -> None:
+        path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):
+            self.file_backend.rmtree(path)
 
     @contextlib.contextmanager
     def _removals_deferred(self) -> Iterator[list]:
@@ -136,6 +151,9 @@ class SafeCheckpointHook(CheckpointHook):
                 outdated = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        # Saved with the new checkpoint: a run killed before the removal below finishes it.
+        runner.message_hub.update_info(OUTDATED_KEY, [] if outdated in (None, step)
+                                       else [outdated])
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
@@ -148,11 +166,7 @@ class SafeCheckpointHook(CheckpointHook):
             return
         atomic_write_text(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
         if outdated is not None and outdated != step:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):
-                self.file_backend.rmtree(path)
+            self._remove_checkpoint(outdated)
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         with self._removals_deferred():

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 
 from mmengine.config import Config
+from mmengine.dist import master_only
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, atomic_write_text
 from .config import ConfigError, start_cpu_distributed
 
 #: Errors whose message says all a user needs: the tools print them as one line.
@@ -36,15 +37,34 @@ def load_config(path: str, options: dict | None = None) -> tuple[Config, Config]
     return cfg, original
 
 
+@RUNNERS.register_module()
+class AtomicDumpRunner(Runner):
+    """MMEngine's Runner whose copy of the config in the work dir is written atomically.
+
+    MMEngine truncates and rewrites ``<work_dir>/<config>.py`` when a run starts; a kill at
+    that moment left a half-written config. Everything else is the Runner's.
+    """
+
+    @master_only
+    def dump_config(self) -> None:
+        """Write the config to the work dir (old file or whole new one, never part)."""
+        name = osp.basename(self.cfg.filename) if self.cfg.filename else f'{self.timestamp}.py'
+        if not name.endswith('.py'):  # MMEngine dumps other formats through its file backend
+            return super().dump_config()
+        atomic_write_text(self.cfg.pretty_text, osp.join(self.work_dir, name))
+
+
 def build_runner(cfg: Config) -> Runner:
-    """The config's Runner (``runner_type`` if it names one), with CPU distributed started."""
+    """The config's Runner (``runner_type`` if it names one, else :class:`AtomicDumpRunner`),
+    with CPU distributed started."""
     start_cpu_distributed(cfg)
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else AtomicDumpRunner.from_cfg(cfg)
 
 
-def run_tool(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; a :data:`USER_ERRORS` error ends it with one ``error:`` line."""
+def run_tool(main: Callable[[], object], errors: tuple[type[Exception], ...] = ()) -> None:
+    """Run a tool's ``main``; a :data:`USER_ERRORS` error, or one of the tool's own
+    ``errors``, ends it with one ``error:`` line."""
     try:
         main()
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *errors) as err:
         sys.exit(f'error: {err}')

@@ -124,6 +124,12 @@ class DepthwiseConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
                               groups=channels, bias=False)
+        # The same values with the strides that the channels-last maps give its gradient,
+        # (k*k, 1, k, 1) instead of (k*k, k*k, k, 1): DDP expects a gradient's strides to be
+        # its parameter's, and warns at every step otherwise.
+        weight = self.conv.weight.data
+        self.conv.weight.data = weight.as_strided(weight.shape, (kernel_size * kernel_size, 1,
+                                                                 kernel_size, 1))
         self.bn = nn.BatchNorm2d(channels)
         self.fast_kernels = True
 

@@ -1,15 +1,24 @@
-"""The Mask R-CNN (mmdet) and UperNet (mmseg) configs build, take a training step, predict."""
+"""The Mask R-CNN (mmdet) and UperNet (mmseg) configs, and the README's examples of CvT in
+each toolbox's own recipes (configs/examples/), build, take a training step and predict."""
 import glob
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
 import cvt_backbone
 
-MASK_RCNN = sorted(glob.glob('configs/mask_rcnn/*.py'))
-UPERNET = sorted(glob.glob('configs/upernet/*.py'))
+from cvt_backbone.checkpoint.zoo import PUBLISHED, url
+from cvt_backbone.engine import check_model_config
+from tests.helpers import ROOT
+
+MASK_RCNN = sorted(glob.glob(str(ROOT / 'configs' / 'mask_rcnn' / '*.py')))
+UPERNET = sorted(glob.glob(str(ROOT / 'configs' / 'upernet' / '*.py')))
+EXAMPLES = sorted(glob.glob(str(ROOT / 'configs' / 'examples' / '*.py')))
+DETECTION_EXAMPLES = [p for p in EXAMPLES if 'mask-rcnn' in p]
+SEGMENTATION_EXAMPLES = [p for p in EXAMPLES if 'upernet' in p]
 
 
 def build(path: str):
@@ -18,14 +27,51 @@ def build(path: str):
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = cvt_backbone.REGISTRIES[cfg.default_scope].build(cfg.model)
     model.init_weights()
-    return cfg, model
+    return cfg, revert_sync_batchnorm(model)  # as MMEngine's Runner does without a process group
+
+
+@pytest.mark.parametrize('path', MASK_RCNN + UPERNET + EXAMPLES[:2],
+                         ids=lambda p: p.rsplit('/', 1)[1])
+def test_dense_configs_start_from_the_published_weights_of_their_arch(path):
+    backbone = Config.fromfile(path).model.backbone
+    published = {url(p.hub_repo): p for p in PUBLISHED if p.resolution == 224}
+    assert published[backbone.init_cfg.checkpoint].arch == backbone.arch
 
 
 def test_all_dense_configs_are_covered():
     assert len(MASK_RCNN) == 4 and len(UPERNET) == 2
+    assert len(EXAMPLES) == 3 and len(DETECTION_EXAMPLES) == len(SEGMENTATION_EXAMPLES) == 1
 
 
-@pytest.mark.parametrize('path', MASK_RCNN)
+@pytest.mark.parametrize('path', EXAMPLES, ids=lambda p: p.rsplit('/', 1)[1])
+def test_examples_are_in_the_readme_verbatim_and_pass_the_checks(path):
+    text = open(path).read()
+    assert f'```python\n{text}```' in (ROOT / 'README.md').read_text()
+    check_model_config(Config.fromfile(path))
+
+
+def test_the_checks_catch_a_snippet_pasted_into_another_toolbox(tmp_path):
+    """The mmdet snippet's neck in mmseg's recipe (which has none), and mmseg's inherited
+    ResNet weights next to CvT's own: both are named before anything is built."""
+    from cvt_backbone.engine import ConfigError
+    cfg = Config.fromfile(SEGMENTATION_EXAMPLES[0])
+    cfg.model.neck = dict(in_channels=[64, 192, 384])
+    with pytest.raises(ConfigError, match='model.neck has no type'):
+        check_model_config(cfg)
+    cfg = Config.fromfile(SEGMENTATION_EXAMPLES[0])
+    cfg.model.pretrained = 'open-mmlab://resnet50_v1c'
+    with pytest.raises(ConfigError, match=r"model.pretrained is 'open-mmlab://resnet50_v1c'.*"
+                                          r'set model.pretrained=None'):
+        check_model_config(cfg)
+    del cfg.model.decode_head['in_index']
+    cfg.model.pretrained = None
+    with pytest.raises(ConfigError, match=r'model.decode_head.in_channels is \[64, 192, 384\] '
+                                          r'for in_index -1'):
+        check_model_config(cfg)
+
+
+@pytest.mark.parametrize('path', MASK_RCNN + DETECTION_EXAMPLES,
+                         ids=lambda p: p.rsplit('/', 1)[1])
 def test_mask_rcnn_config_trains_and_predicts(path):
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(0)
@@ -49,7 +95,8 @@ def test_mask_rcnn_config_trains_and_predicts(path):
     assert results[0].pred_instances.masks.shape[1:] == (96, 128)
 
 
-@pytest.mark.parametrize('path', UPERNET)
+@pytest.mark.parametrize('path', UPERNET + SEGMENTATION_EXAMPLES,
+                         ids=lambda p: p.rsplit('/', 1)[1])
 def test_upernet_config_trains_and_predicts(path):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample

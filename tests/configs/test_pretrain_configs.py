@@ -16,6 +16,7 @@ from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cvt_backbone import CvT  # importing the package registers CvT
+from cvt_backbone.checkpoint.zoo import PUBLISHED, url
 from tests.helpers import ROOT
 
 CONFIG_DIR = ROOT / 'configs' / 'cvt'
@@ -168,22 +169,15 @@ def test_384_training_pipeline_is_the_224_one_with_a_384_crop():
     assert p384 == p224
 
 
-@pytest.mark.parametrize('name, source', [
-    ('cvt-13_8xb128_in1k-384px', 'cvt-13_8xb256_in1k-224px'),
-    ('cvt-21_8xb128_in1k-384px', 'cvt-21_8xb256_in1k-224px'),
+@pytest.mark.parametrize('name, repo', [
+    ('cvt-13_8xb128_in1k-384px', 'microsoft/cvt-13'),
+    ('cvt-21_8xb128_in1k-384px', 'microsoft/cvt-21'),
+    ('cvt-w24_8xb128_in1k-384px', 'microsoft/cvt-w24-384-22k'),
 ])
-def test_384_fine_tunes_start_from_the_last_224_checkpoint(name, source):
-    epochs = load_config(source).train_cfg.max_epochs
-    assert load_config(name).load_from == f'work_dirs/{source}/epoch_{epochs}.pth'
-
-
-def test_w24_384_starts_from_the_in21k_backbone():
-    source = 'cvt-w24_8xb256_in21k-224px'
-    epochs = load_config(source).train_cfg.max_epochs
-    cfg = load_config('cvt-w24_8xb128_in1k-384px')
-    assert cfg.load_from is None
-    assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=f'work_dirs/{source}/epoch_{epochs}.pth')
+def test_384_configs_start_from_published_weights(name, repo):
+    cfg = load_config(name)
+    published = next(p for p in PUBLISHED if p.hub_repo == repo)
+    assert cfg.load_from == url(repo) and cfg.model.backbone.arch == published.arch
 
 
 def no_decay_officially(name: str, module: nn.Module) -> bool:
@@ -257,3 +251,18 @@ def test_one_training_step_on_cpu(name):
     # the label-smoothed loss on a mixed batch is about ln(num_classes) at initialisation
     assert abs(log_vars['loss'].item() - np.log(num_classes)) < 1.0
     assert not torch.equal(model.head.fc.weight, before)
+
+
+def test_the_readme_example_in_mmpretrains_resnet_recipe_takes_a_step():
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'examples' / 'resnet50-recipe_cvt-13_in1k.py'))
+    model = build_classifier(cfg)
+    model.init_weights()
+    optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    torch.manual_seed(0)
+    model.train()
+    log_vars = model.train_step(synthetic_batch(1000), optim_wrapper)
+    assert torch.isfinite(log_vars['loss'])
+    model.eval()
+    with torch.no_grad():
+        assert model(synthetic_batch(1000)['inputs'][0][None].float(), mode='tensor').shape \
+            == (1, 1000)

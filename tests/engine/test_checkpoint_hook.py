@@ -23,11 +23,12 @@ custom_imports = dict(imports=['cvt_backbone', 'tests.save_stages'], allow_faile
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))
 """
 #: The moments of the save after epoch 2, as tests.save_stages announces them.
+EPOCH_2 = '@stage after replace epoch_2.pth'
 MOMENTS = [
     '@stage before replace epoch_2.pth',        # the new checkpoint is a hidden temporary file
-    '@stage after replace epoch_2.pth',         # written; last_checkpoint still names epoch 1
-    '@stage before replace last_checkpoint',    # its new content is a temporary file
-    '@stage after replace last_checkpoint',     # names epoch 2; epoch 1 not yet removed
+    EPOCH_2,                                    # written; last_checkpoint still names epoch 1
+    (EPOCH_2, '@stage before replace last_checkpoint'),  # its new content is a temporary
+    (EPOCH_2, '@stage after replace last_checkpoint'),   # names epoch 2; epoch 1 still there
     '@stage after remove epoch_1.pth',          # the old checkpoint is gone
 ]
 
@@ -46,18 +47,18 @@ def uninterrupted(config, tmp_path_factory) -> dict:
     return read_checkpoint(work / 'epoch_3.pth')['state_dict']
 
 
-@pytest.mark.parametrize('moment', MOMENTS)
+@pytest.mark.parametrize('moment', MOMENTS, ids=range(len(MOMENTS)))
 def test_killed_while_saving_resumes_from_a_complete_checkpoint(config, uninterrupted, tmp_path,
                                                                 moment):
     work = tmp_path / 'work'
     train_until(config, work, moment, env=dict(ENV, CVT_TEST_SAVE_STAGES='0.05'))
     named = Path((work / 'last_checkpoint').read_text().strip())
     assert named.is_file(), f'last_checkpoint names {named}, which does not exist'
-    assert read_checkpoint(named)['meta']['epoch'] in (1, 2)
-    assert not (work / 'epoch_3.pth').exists()
+    epoch = read_checkpoint(named)['meta']['epoch']
+    assert epoch in (1, 2) and not (work / 'epoch_3.pth').exists()
 
     resumed = train(config, work, '--resume')
-    assert f'resumed epoch: {read_checkpoint(named)["meta"]["epoch"]}' in resumed.stdout
+    assert f'resumed epoch: {epoch}' in resumed.stdout
     final = read_checkpoint(work / 'epoch_3.pth')['state_dict']
     different = [k for k in uninterrupted if not torch.equal(final[k], uninterrupted[k])]
     assert not different, f'{len(different)} tensors differ from the uninterrupted run'

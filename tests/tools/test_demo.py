@@ -53,7 +53,12 @@ def test_quick_demo_writes_every_artefact(quick_demo):
         assert (work / name / 'test_metrics.json').is_file()
     assert (work / 'cls_backbone.pth').is_file()
     assert (work / 'mask_rcnn_backbone.pth').is_file()
-    assert (work / 'summary.md').read_text().count('|') > 10
+    summary = (work / 'summary.md').read_text()
+    assert summary.count('|') > 10
+    assert (work / 'predictions.png').stat().st_size > 0
+    assert str(work / 'predictions.png') in summary
+    assert all(str(work / name / 'loss_curve.png') in summary
+               for name in ('cls', 'mask_rcnn', 'upernet'))
     drawn = list((work / 'mask_rcnn' / 'vis').glob('*.png'))
     assert len(drawn) > 0
 

@@ -114,3 +114,29 @@ def test_a_complete_checkpoint_is_evaluated(runs):
     result = runs['test_good']
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'accuracy/top1' in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize('args, message', [
+    (('analysis_tools/get_flops.py', 'cvt-99'), "error: 'cvt-99' is neither a CvT preset "
+                                                '(cvt-13, cvt-21, cvt-w24) nor a config file'),
+    (('analysis_tools/get_flops.py', 'cvt-13', '--shape', '2', '2'),
+     'error: --shape 2 2 is too small for CvT: each side must be at least 3 pixels'),
+    (('analysis_tools/get_flops.py', 'cvt-13', '--batch', '0'),
+     'error: --batch must be at least 1, got 0'),
+    (('analysis_tools/benchmark.py', '--threads', '0'),
+     'error: --threads must be at least 1, got 0'),
+])
+def test_analysis_tools_refuse_bad_arguments_in_one_line(args, message):
+    from tests.helpers import run_tool
+    result = run_tool(*args, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_benchmark_on_cuda_without_a_gpu_says_so():
+    from tests.helpers import run_tool
+    result = run_tool('analysis_tools/benchmark.py', '--device', 'cuda', '--quick', timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        'error: --device cuda, but torch sees no CUDA device on this machine')

@@ -2,8 +2,11 @@
 
 * :func:`build_preset`: this package's :class:`~cvt_backbone.CvT` from a preset name.
 * :func:`build_swin_tiny`: mmdet's Swin-T backbone, the usual alternative for detection.
-* :func:`build_from_config`: the model of an mmpretrain / mmdet / mmseg config, wrapped in
-  :class:`TensorModeForward` so that one call runs backbone, neck and heads.
+* :func:`build_config_model`: the model of an mmpretrain / mmdet / mmseg config;
+  :func:`build_from_config` wraps it in :class:`TensorModeForward` so that one call runs
+  backbone, neck and heads.
+* :func:`load_model_weights`: a whole-model checkpoint into such a model, safely and
+  completely.
 """
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ from mmengine.registry import DefaultScope
 from mmengine.utils import import_modules_from_strings
 
 from cvt_backbone import REGISTRIES, CvT
+from cvt_backbone.checkpoint import read_checkpoint, unwrap_state_dict
+from cvt_backbone.engine import check_checkpoint_fits
 
 #: Default ``(H, W)`` input per toolbox, as their get_flops tools assume.
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (800, 1344), 'mmseg': (512, 512)}
+
 
 def build_preset(arch: str, **kwargs) -> CvT:
     """This package's CvT backbone from a preset name, in eval mode.
@@ -102,6 +108,23 @@ def build_from_config(path: str, shape: tuple[int, int] | None = None, batch: in
     Raises:
         ValueError: The config's ``default_scope`` is not one of the three toolboxes.
     """
+    model, scope = build_config_model(path)
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    wrapped = TensorModeForward(model, _data_samples(scope, batch, shape))
+    return wrapped, torch.randn(batch, 3, *shape), scope
+
+
+def build_config_model(path: str) -> tuple[nn.Module, str]:
+    """The model of an mmpretrain / mmdet / mmseg config, in eval mode, and its toolbox.
+
+    The toolbox is the config's ``default_scope``; its ``custom_imports`` are imported.
+    A top-level ``data_preprocessor`` goes into the model, as MMEngine's Runner puts it.
+    Weights keep their construction-time values (no ``init_weights``, which would load the
+    config's pretrained backbone).
+
+    Raises:
+        ValueError: The config's ``default_scope`` is not one of the three toolboxes.
+    """
     cfg = Config.fromfile(path)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
@@ -109,9 +132,23 @@ def build_from_config(path: str, shape: tuple[int, int] | None = None, batch: in
     if scope not in REGISTRIES:
         raise ValueError(f'{path}: default_scope is {scope!r}; expected one of '
                          f'{sorted(REGISTRIES)} (set it, or inherit a toolbox runtime config)')
-    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    if cfg.get('data_preprocessor'):  # a top-level one goes into the model, as the Runner does
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
         model = REGISTRIES[scope].build(cfg.model)
-    model.eval()
-    wrapped = TensorModeForward(model, _data_samples(scope, batch, shape))
-    return wrapped, torch.randn(batch, 3, *shape), scope
+    return model.eval(), scope
+
+
+def load_model_weights(model: nn.Module, path: str) -> None:
+    """Load a whole-model checkpoint (``tools/train.py``'s) into ``model``, completely.
+
+    Read with this package's safe reader; keys the model lacks are ignored, as MMEngine does.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: it cannot be read safely, or leaves weights of the model unloaded.
+    """
+    label = f'checkpoint {path!r}'
+    checkpoint = read_checkpoint(path)
+    check_checkpoint_fits(model, checkpoint, label)
+    model.load_state_dict(unwrap_state_dict(checkpoint, label), strict=False)

@@ -7,10 +7,14 @@
 3. train Mask R-CNN from them with mmdet, evaluate COCO bbox/segm mAP, draw predictions,
    and take its backbone weights;
 4. train UperNet from the detector's backbone with mmseg, evaluate mIoU, draw predictions;
-5. plot the loss curves and print (and write) a summary table.
+5. draw one picture of the val predictions of all three models (with the classifier's
+   class-token attention), from the saved checkpoints;
+6. plot the loss curves and print (and write) a summary table naming every picture.
 
 Every step runs the project's own tools (``tools/train.py``, ``tools/test.py``) on the demo
-configs in ``configs/demo/``, exactly as a user would. Outputs go to ``work_dirs/demo/``.
+configs in ``configs/demo/``, exactly as a user would, while one line per run shows its
+progress as the tool logs it (iteration of the total, epoch, loss, time left). Outputs go
+to ``work_dirs/demo/``.
 
     python tools/demo/run_demo.py [--work-dir work_dirs/demo] [--data-dir data] [--quick]
 
@@ -35,6 +39,8 @@ from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before 
 
 from tools.demo.helpers import (extract_backbone, latest_checkpoint,  # noqa: E402
                                 plot_losses, read_losses)
+from tools.demo.picture import DemoModels, draw_demo_picture  # noqa: E402
+from tools.demo.progress import StepProgress, follow  # noqa: E402
 
 # (name, config, work sub-dir, the step whose backbone it starts from). Each model starts
 # from the backbone of the one before: the segmentor from the detector's, whose backbone has
@@ -70,15 +76,34 @@ def data_options(name: str, data_dir: str) -> list[str]:
     return options
 
 
-def run(cmd: list[str], log_file: str) -> None:
-    """Run a tool, streaming its output to ``log_file`` and a short progress line here."""
+def train_epochs(config: str, options: list[str]) -> int | None:
+    """``train_cfg.max_epochs`` of ``config`` with ``options``; None for iteration loops."""
+    from mmengine.config import Config, DictAction
+
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict({key: DictAction._parse_iterable(value)
+                         for key, value in (option.split('=', 1) for option in options)})
+    loop = cfg.get('train_cfg') or {}
+    return None if 'max_iters' in loop else loop.get('max_epochs')
+
+
+def run(cmd: list[str], log_file: str, label: str | None = None,
+        max_epochs: int | None = None) -> None:
+    """Run a tool, its output going to ``log_file``; with a ``label``, one progress line
+    follows that file (:class:`~tools.demo.progress.StepProgress`)."""
     print(f'  $ {" ".join(cmd)}', flush=True)
+    progress = StepProgress(label, max_epochs) if label else None
     with open(log_file, 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            returncode = follow(proc, log_file, progress.update) if progress else proc.wait()
+        finally:
+            if progress:
+                progress.close()
+    if returncode != 0:
         with open(log_file) as log:
             tail = ''.join(log.readlines()[-25:])
-        sys.exit(f'error: step failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}')
+        sys.exit(f'error: step failed (exit {returncode}); last lines of {log_file}:\n{tail}')
 
 
 def train_and_test(name: str, config: str, work_dir: str, options: list[str]
@@ -88,12 +113,13 @@ def train_and_test(name: str, config: str, work_dir: str, options: list[str]
     cfg_opts = ['--cfg-options', *options] if options else []
     start = time.time()
     run([py, 'tools/train.py', config, '--work-dir', work_dir, *cfg_opts],
-        osp.join(work_dir + '.train.log'))
+        osp.join(work_dir + '.train.log'), f'  {name}: train', train_epochs(config, options))
     checkpoint = latest_checkpoint(work_dir)
     train_time = time.time() - start
     metrics_file = osp.join(work_dir, 'test_metrics.json')
     run([py, 'tools/test.py', config, checkpoint, '--work-dir', work_dir, '--show-dir', 'vis',
-         '--metrics-out', metrics_file, *cfg_opts], osp.join(work_dir + '.test.log'))
+         '--metrics-out', metrics_file, *cfg_opts], osp.join(work_dir + '.test.log'),
+        f'  {name}: test')
     with open(metrics_file) as f:
         metrics = json.load(f)
     curve = osp.join(work_dir, 'loss_curve.png')
@@ -118,15 +144,15 @@ def main() -> None:
 
     data_dir = args.data_dir
     if not all(osp.isdir(osp.join(data_dir, d)) for d in ('shapes_cls', 'shapes')):
-        print(f'[1/5] generating the shapes datasets in {data_dir}/', flush=True)
+        print(f'[1/6] generating the shapes datasets in {data_dir}/', flush=True)
         run([sys.executable, 'tools/demo/make_demo_data.py', '--out', data_dir],
             osp.join(args.work_dir, 'make_data.log'))
     else:
-        print(f'[1/5] shapes datasets found in {data_dir}/', flush=True)
+        print(f'[1/6] shapes datasets found in {data_dir}/', flush=True)
 
-    results, backbones = {}, {}
+    results, backbones, checkpoints = {}, {}, {}
     for number, (name, config, sub, init_from) in enumerate(STEPS, start=2):
-        print(f'[{number}/5] {name}: {config}', flush=True)
+        print(f'[{number}/6] {name}: {config}', flush=True)
         options = data_options(name, data_dir)
         if args.quick:
             options += QUICK[name]
@@ -134,27 +160,38 @@ def main() -> None:
             options.append(f'model.backbone.init_cfg.checkpoint={backbones[init_from]}')
         results[name], checkpoint = train_and_test(
             name, config, osp.join(args.work_dir, sub), options)
+        checkpoints[name] = checkpoint
         if any(init_from == name for *_, init_from in STEPS):
             backbones[name] = osp.join(args.work_dir, f'{sub}_backbone.pth')
             extract_backbone(checkpoint, backbones[name])
             print(f'  backbone weights for the next step: {backbones[name]}', flush=True)
 
+    picture = osp.join(args.work_dir, 'predictions.png')
+    print(f'[5/6] drawing the val predictions of the three models into {picture}', flush=True)
+    configs = {name: config for name, config, *_ in STEPS}
+    draw_demo_picture(DemoModels(
+        configs['classification'], checkpoints['classification'], configs['detection'],
+        checkpoints['detection'], configs['segmentation'], checkpoints['segmentation']),
+        data_dir, picture)
+
     total = time.time() - begin
+    curves = sorted(glob.glob(osp.join(args.work_dir, '*', 'loss_curve.png')))
     lines = ['| step | config | train time | metrics |', '|---|---|---|---|']
     for name, config, *_ in STEPS:
         metrics = results[name]
         shown = ', '.join(f'{k} {metrics[k]:.3f}' for k in REPORTED[name] if k in metrics)
         lines.append(f'| {name} | `{config}` | {metrics["train_seconds"] / 60:.1f} min | '
                      f'{shown} |')
-    lines.append(f'\nWhole demo: {total / 60:.1f} min. Pictures: '
-                 f'{", ".join(sorted(glob.glob(osp.join(args.work_dir, "*", "loss_curve.png"))))}'
-                 f'; predictions under {args.work_dir}/*/*/vis')
+    lines.append(f'\nWhole demo: {total / 60:.1f} min.\n\nPictures:\n\n'
+                 f'- val predictions of all three models: {picture}\n'
+                 + ''.join(f'- loss curve: {curve}\n' for curve in curves)
+                 + f'- every test image drawn by tools/test.py: {args.work_dir}/*/vis/')
     summary = '\n'.join(lines)
     with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
         f.write(summary + '\n')
     with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    print('\n[5/5] summary\n' + summary, flush=True)
+    print('\n[6/6] summary\n' + summary, flush=True)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,54 @@
+"""The published CvT weights: official file names, hub repositories, what each was trained on.
+
+The hub repositories (``microsoft/cvt-*``) hold the official ``.pth`` files converted to
+transformers' names, as ``pytorch_model.bin`` next to a ``config.json``; any of these loads
+here from its URL (:func:`url`), a local copy of either form, or a downloaded snapshot. The
+top-1 figures are the official README's (microsoft/CvT), not measured here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """One published checkpoint.
+
+    Attributes:
+        arch: The CvT preset.
+        official_file: Its name on the official model zoo (OneDrive).
+        hub_repo: Its repository on the Hugging Face hub.
+        resolution: Training and test resolution (square).
+        pretraining: ``'ImageNet-1k'``, or ``'ImageNet-22k'`` (then fine-tuned on 1k).
+        top1: ImageNet-1k top-1 (%) as the official README states it.
+    """
+
+    arch: str
+    official_file: str
+    hub_repo: str
+    resolution: int
+    pretraining: str
+    top1: float
+
+
+PUBLISHED = (
+    PublishedWeights('cvt-13', 'CvT-13-224x224-IN-1k.pth', 'microsoft/cvt-13', 224,
+                     'ImageNet-1k', 81.6),
+    PublishedWeights('cvt-21', 'CvT-21-224x224-IN-1k.pth', 'microsoft/cvt-21', 224,
+                     'ImageNet-1k', 82.5),
+    PublishedWeights('cvt-13', 'CvT-13-384x384-IN-1k.pth', 'microsoft/cvt-13-384', 384,
+                     'ImageNet-1k', 83.0),
+    PublishedWeights('cvt-21', 'CvT-21-384x384-IN-1k.pth', 'microsoft/cvt-21-384', 384,
+                     'ImageNet-1k', 83.3),
+    PublishedWeights('cvt-13', 'CvT-13-384x384-IN-22k.pth', 'microsoft/cvt-13-384-22k', 384,
+                     'ImageNet-22k', 83.3),
+    PublishedWeights('cvt-21', 'CvT-21-384x384-IN-22k.pth', 'microsoft/cvt-21-384-22k', 384,
+                     'ImageNet-22k', 84.9),
+    PublishedWeights('cvt-w24', 'CvT-w24-384x384-IN-22k.pth', 'microsoft/cvt-w24-384-22k', 384,
+                     'ImageNet-22k', 87.6),
+)
+
+
+def url(hub_repo: str, filename: str = 'pytorch_model.bin') -> str:
+    """The download URL of a file of a hub repository (its ``main`` revision)."""
+    return f'https://huggingface.co/{hub_repo}/resolve/main/{filename}'

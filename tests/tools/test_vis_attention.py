@@ -1,0 +1,70 @@
+"""tools/analysis_tools/vis_attention.py: the picture, and one error line for bad input."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvt_backbone.checkpoint import atomic_save
+from tests.helpers import ROOT, run_tool
+from tools.analysis_tools.models import build_config_model
+
+CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
+TOOL = 'analysis_tools/vis_attention.py'
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, shapes_cls) -> dict:
+    tmp = tmp_path_factory.mktemp('vis_attention')
+    model, _ = build_config_model(str(CONFIG))
+    atomic_save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'cls.pth')
+    image = next(shapes_cls.rglob('*.png'))   # 32x32
+    args = [CONFIG, tmp / 'cls.pth', image]
+    cases = {
+        'picture': [*args, '--points', '3,4', '30,20', '--shape', '48', '64',
+                    '--out', tmp / 'att.png'],
+        'stage0': [*args, '--stage', '0', '--out', tmp / 'att0.png'],
+        'bad_stage': [*args, '--stage', '3'],
+        'bad_point': [*args, '--points', '3;4'],
+        'outside': [*args, '--points', '40,4'],
+        'no_image': [CONFIG, tmp / 'cls.pth', tmp / 'missing.png'],
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(cases, pool.map(lambda name: run_tool(TOOL, *cases[name]), cases)))
+    results['tmp'] = tmp
+    return results
+
+
+def test_draws_class_token_and_points_for_every_head(runs):
+    result = runs['picture']
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if 'strongest key cell' in line]
+    assert [line.split(':')[0] for line in lines] == [
+        'class token', 'query (3, 4)', 'query (30, 20)']
+    assert all(line.count('head ') == 4 for line in lines)  # the last stage's 4 heads
+    width, height = Image.open(runs['tmp'] / 'att.png').size
+    assert width > height  # 5 columns (image + 4 heads) by 3 rows
+
+
+def test_a_stage_without_class_token_has_only_the_points(runs):
+    result = runs['stage0']
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if 'strongest key cell' in line]
+    assert len(lines) == 1 and lines[0].startswith('query (15.5, 15.5)')  # the centre
+    assert lines[0].count('head ') == 1
+    assert np.array(Image.open(runs['tmp'] / 'att0.png')).std() > 0
+
+
+@pytest.mark.parametrize('case, message', [
+    ('bad_stage', 'error: --stage 3: this CvT has stages 0..2'),
+    ('bad_point', "a point is x,y in image pixels, e.g. 40,25; got '3;4'"),
+    ('outside', 'error: point (40, 4) lies outside the 32x32 image'),
+    ('no_image', "error: cannot read image '"),
+])
+def test_bad_input_gets_one_error_line(runs, case, message):
+    result = runs[case]
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert message in result.stderr.strip().splitlines()[-1]
