@@ -170,7 +170,7 @@ def test_each_bad_source_is_named(hub, tmp_path):
     refused(str(crafted.os_system(tmp_path)), r'os_system.pth.*needs posix.system')
 
 
-def test_a_code_running_bin_over_http_is_refused_on_every_path(tmp_path):
+def test_a_code_running_bin_over_http_is_refused_on_every_path(tmp_path, shapes_cls):
     repo = tmp_path / 'served' / 'evil' / 'cvt' / 'resolve' / 'main'
     repo.mkdir(parents=True)
     crafted.os_system(repo).rename(repo / 'pytorch_model.bin')
@@ -183,7 +183,8 @@ def test_a_code_running_bin_over_http_is_refused_on_every_path(tmp_path):
         converter = run_tool('model_converters/cvt2mmpretrain.py', url, tmp_path / 'out.pth')
         assert converter.returncode == 1 and 'posix.system' in converter.stderr
         test_tool = run_tool('test.py', 'configs/demo/cvt-tiny_shapes-cls.py', url,
-                             '--work-dir', tmp_path / 'work')
+                             '--work-dir', tmp_path / 'work', '--cfg-options',
+                             f'test_dataloader.dataset.data_root={shapes_cls}')
         assert test_tool.returncode == 1
         assert test_tool.stderr.strip().splitlines()[-1].startswith('error: Refused to load')
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()

@@ -1,12 +1,14 @@
-"""Run one toolbox's own inferencer on one image, in a fresh interpreter; print one JSON line.
+"""Run one toolbox's own inferencer on one image, in a fresh interpreter; write
+OUT_DIR/summary.json.
 
     python -m tests.tools.infer_worker {mmdet,mmseg,mmpretrain} CONFIG CHECKPOINT IMAGE OUT_DIR
 
 Nothing of this project is imported before the inferencer: the config's ``custom_imports``
-alone must bring CvT in. The line says whether it did, which class names the model got,
+alone must bring CvT in. The summary says whether it did, which class names the model got,
 whether its weights are the checkpoint's, and what the inferencer returned.
 """
 import json
+import os
 import sys
 
 
@@ -31,18 +33,21 @@ def run(toolbox: str, config: str, checkpoint: str, image: str, out_dir: str):
 
 
 def main(toolbox: str, config: str, checkpoint: str, image: str, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
     before = 'cvt_backbone' in sys.modules
     model, prediction = run(toolbox, config, checkpoint, image, out_dir)
     from cvt_backbone.checkpoint import read_checkpoint, unwrap_state_dict
     saved = unwrap_state_dict(read_checkpoint(checkpoint), checkpoint)
     state = model.state_dict()
     meta = getattr(model, 'dataset_meta', None) or getattr(model, '_dataset_meta', {})
-    print(json.dumps(dict(
-        imported_before=before, imported_by_config='cvt_backbone' in sys.modules,
-        classes=list(meta.get('classes') or []),
-        weights_loaded=all(k in state and state[k].equal(v) for k, v in saved.items()),
-        prediction={k: (list(map(int, v)) if isinstance(v, list) else v)
-                    for k, v in prediction.items()})))
+    # A file, not stdout: the inferencers draw progress bars there
+    with open(f'{out_dir}/summary.json', 'w') as file:
+        json.dump(dict(
+            imported_before=before, imported_by_config='cvt_backbone' in sys.modules,
+            classes=list(meta.get('classes') or []),
+            weights_loaded=all(k in state and state[k].equal(v) for k, v in saved.items()),
+            prediction={k: (list(map(int, v)) if isinstance(v, list) else v)
+                        for k, v in prediction.items()}), file)
 
 
 if __name__ == '__main__':

@@ -69,13 +69,13 @@ def worker_results(demo_setup) -> dict[str, dict]:
               'mmpretrain': next(demo_setup['cls_images'].rglob('*.png'))}
 
     def run(toolbox: str) -> dict:
+        out_dir = demo_setup['tmp'] / f'out_{toolbox}'
         result = subprocess.run(
             [sys.executable, '-m', 'tests.tools.infer_worker', toolbox, str(DEMO[toolbox]),
-             str(demo_setup['checkpoints'][toolbox]), str(images[toolbox]),
-             str(demo_setup['tmp'] / f'out_{toolbox}')],
+             str(demo_setup['checkpoints'][toolbox]), str(images[toolbox]), str(out_dir)],
             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return json.loads((out_dir / 'summary.json').read_text())
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip(DEMO, pool.map(run, DEMO)))
