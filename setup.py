@@ -56,9 +56,9 @@ setup(
             # `import mmpretrain.models` (see README, "Guarantees").
             'transformers>=4.44,<=4.51.3',
         ],
-        # ONNX export (another open issue); wheels of both lower bounds install for CPython
-        # 3.11 here.
-        'deploy': ['onnx>=1.15', 'onnxruntime>=1.16'],
+        # ONNX export (tools/deployment/): torch's torch.export-based exporter needs
+        # onnxscript; tested in the newest environment only (tools/env/newest.txt)
+        'deploy': ['onnx>=1.23,<2', 'onnxruntime>=1.32,<2', 'onnxscript>=0.7,<0.8'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',
