@@ -30,7 +30,7 @@ def build(path: str):
     return cfg, revert_sync_batchnorm(model)  # as MMEngine's Runner does without a process group
 
 
-@pytest.mark.parametrize('path', MASK_RCNN + UPERNET + EXAMPLES[:2],
+@pytest.mark.parametrize('path', MASK_RCNN + UPERNET + DETECTION_EXAMPLES + SEGMENTATION_EXAMPLES,
                          ids=lambda p: p.rsplit('/', 1)[1])
 def test_dense_configs_start_from_the_published_weights_of_their_arch(path):
     backbone = Config.fromfile(path).model.backbone

@@ -59,8 +59,16 @@ def test_quick_demo_writes_every_artefact(quick_demo):
     assert str(work / 'predictions.png') in summary
     assert all(str(work / name / 'loss_curve.png') in summary
                for name in ('cls', 'mask_rcnn', 'upernet'))
-    drawn = list((work / 'mask_rcnn' / 'vis').glob('*.png'))
-    assert len(drawn) > 0
+    # --show-dir: every val image drawn, for each toolbox, into <work dir>/vis
+    data = quick_demo / 'data'
+    val = {'cls': list((data / 'shapes_cls' / 'val').rglob('*.png')),
+           'mask_rcnn': list((data / 'shapes' / 'images' / 'val').glob('*.png'))}
+    val['upernet'] = val['mask_rcnn']
+    for name, images in val.items():
+        assert len(list((work / name / 'vis').rglob('*.png'))) == len(images) > 0, name
+    # metrics rounded to what they mean, no float32 noise
+    for metrics in _summary(quick_demo).values():
+        assert all(v == round(v, 4) for v in metrics.values() if isinstance(v, float))
 
 
 def test_quick_demo_classifier_learns(quick_demo):

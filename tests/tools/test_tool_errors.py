@@ -70,6 +70,8 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         'test_truncated': [test, CONFIG, str(tmp / 'truncated.pth'), '--cfg-options', *roots],
         'test_foreign': [test, CONFIG, str(tmp / 'resnet.pth'), '--cfg-options', *roots],
         'test_good': [test, CONFIG, str(tmp / 'good.pth'), '--cfg-options', *roots],
+        'resume_weights_only': [train, CONFIG, '--resume', str(tmp / 'good.pth'),
+                                '--cfg-options', *roots],
     }
 
     def run(name: str) -> subprocess.CompletedProcess:
@@ -104,6 +106,9 @@ def test_checkpoint_with_code_is_refused_by_every_tool_path(runs, case):
                        r'is truncated or corrupt \(.+\)'),
     ('test_foreign', r"error: checkpoint '.*/resnet\.pth' does not fit the model of this "
                      r'config: missing keys backbone\.stages\.0\..*'),
+    ('resume_weights_only', r"error: Cannot resume from .*/good\.pth: it holds no training "
+                            r"state \(no 'meta' with epoch and iter counters\); use load_from "
+                            r'for a weights-only checkpoint'),
 ])
 def test_bad_input_gets_one_line_naming_it(runs, case, pattern):
     result = runs[case]

@@ -1,0 +1,49 @@
+"""What a newcomer sees from the tools: only their own business, shortened schedules that
+work, every test image drawn into one place, metrics rounded to what they mean."""
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_tool, tiny_cls_config, train
+
+#: Third-party lines the tools' entry points silence.
+NOISE = ('pkg_resources is deprecated', 'paramwise_options', 'PyTorch compiling details',
+         '"FileClient" will be deprecated', 'HardDiskBackend')
+
+
+@pytest.fixture(scope='module')
+def run(shapes_cls, tmp_path_factory) -> dict:
+    """The demo classifier shortened with --cfg-options to 1 epoch, then tested with
+    --show-dir and --metrics-out."""
+    tmp = tmp_path_factory.mktemp('output')
+    config = tiny_cls_config(tmp / 'cfg.py', shapes_cls, max_epochs=2)
+    trained = train(config, tmp / 'work', '--cfg-options', 'train_cfg.max_epochs=1')
+    tested = run_tool('test.py', config, tmp / 'work' / 'epoch_1.pth', '--work-dir',
+                      tmp / 'work', '--show-dir', 'vis', '--metrics-out', tmp / 'metrics.json')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    return dict(tmp=tmp, trained=trained, tested=tested, data=shapes_cls)
+
+
+@pytest.mark.parametrize('tool', ['trained', 'tested'])
+def test_the_tools_print_nothing_of_third_parties(run, tool):
+    output = run[tool].stdout + run[tool].stderr
+    assert not [noise for noise in NOISE if noise in output]
+
+
+def test_a_schedule_shortened_on_the_command_line_fits_and_says_so(run):
+    out = run['trained'].stdout
+    assert ('train_cfg.max_epochs=1 is shorter than the 2 of the config: the schedule was '
+            'shortened to fit') in out
+    assert (run['tmp'] / 'work' / 'epoch_1.pth').is_file()
+
+
+def test_show_dir_draws_every_test_image_into_the_work_dirs_folder(run):
+    images = sorted(Path(run['data'], 'val').rglob('*.png'))
+    drawn = sorted((run['tmp'] / 'work' / 'vis').rglob('*.png'))
+    assert len(images) > 1 and len(drawn) == len(images)
+
+
+def test_metrics_are_rounded_to_what_they_mean(run):
+    metrics = json.loads((run['tmp'] / 'metrics.json').read_text())
+    assert metrics and all(value == round(value, 4) for value in metrics.values())
