@@ -15,7 +15,7 @@ def read_version() -> str:
 # mmdet declares pycocotools (its COCO metric, the demo's masks); mmsegmentation imports
 # ftfy and regex without declaring them.
 DET = ['mmdet>=3.2.0,<3.4']
-SEG = ['mmsegmentation>=1.2.1,<1.3', 'ftfy', 'regex']
+SEG = ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex']
 CLS = ['mmpretrain>=1.1.0,<1.3']
 
 setup(

@@ -34,13 +34,15 @@ SUPPORTED = {
     'mmengine': ('mmengine', (0, 10, 3), (0, 11)),
     'mmcv': ('mmcv', (2, 1), (2, 2)),
     'mmdet': ('mmdet', (3, 2), (3, 4)),
-    'mmseg': ('mmsegmentation', (1, 2, 1), (1, 3)),
+    'mmseg': ('mmsegmentation', (1, 2, 2), (1, 3)),
     'mmpretrain': ('mmpretrain', (1, 1), (1, 3)),
 }
 #: Why a version below the range is more than untested, where that is known.
 _BELOW_RANGE = {
     'mmengine': 'releases before 0.10.3 do not skip the batches already trained when an '
                 'iteration-based run resumes',
+    'mmseg': "releases before 1.2.2 fail in cross-entropy with class_weight ('only one "
+             "element tensors can be converted')",
 }
 #: The toolboxes whose models need mmcv's compiled ops.
 _NEED_OPS = ('mmdet', 'mmseg')

@@ -61,7 +61,7 @@ def test_a_module_without_version_falls_back_to_metadata(monkeypatch):
     ('mmcv', '2.2.0', 'mmcv 2.2.0 is installed; cvt-backbone is tested with mmcv>=2.1,<2.2'),
     ('mmdet', '3.1.0', 'mmdet 3.1.0 is installed; cvt-backbone is tested with mmdet>=3.2,<3.4'),
     ('mmseg', '1.3.0', 'mmsegmentation 1.3.0 is installed; cvt-backbone is tested with '
-                       'mmsegmentation>=1.2.1,<1.3'),
+                       'mmsegmentation>=1.2.2,<1.3'),
     ('mmpretrain', '1.0.2', 'mmpretrain 1.0.2 is installed; cvt-backbone is tested with '
                             'mmpretrain>=1.1,<1.3'),
 ])

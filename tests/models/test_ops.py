@@ -119,7 +119,9 @@ def test_query_chunked_attention_matches_plain_attention(batch, heads, queries):
     grad = torch.randn(batch, queries, 16 * heads)
     ours = attention(q, k, v, heads, 0.1)
     ref = split_heads_attention(q, k, v, heads, 0.1)
-    assert torch.equal(ours, ref)
+    # The same arithmetic per query row; torch 2.1's kernel blocks the grouped heads
+    # differently, so equal to float rounding rather than bit for bit there.
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     for a, b in zip(torch.autograd.grad(ours, (q, k, v), grad),
                     torch.autograd.grad(ref, (q, k, v), grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

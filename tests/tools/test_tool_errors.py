@@ -106,9 +106,9 @@ def test_checkpoint_with_code_is_refused_by_every_tool_path(runs, case):
                        r'is truncated or corrupt \(.+\)'),
     ('test_foreign', r"error: checkpoint '.*/resnet\.pth' does not fit the model of this "
                      r'config: missing keys backbone\.stages\.0\..*'),
-    ('resume_weights_only', r"error: Cannot resume from .*/good\.pth: it holds no training "
-                            r"state \(no 'meta' with epoch and iter counters\); use load_from "
-                            r'for a weights-only checkpoint'),
+    ('resume_weights_only', r"error: Cannot resume from checkpoint '.*/good\.pth': it holds no "
+                            r"training state \(no 'meta' with epoch and iter counters\); use "
+                            r'load_from for a weights-only checkpoint'),
 ])
 def test_bad_input_gets_one_line_naming_it(runs, case, pattern):
     result = runs[case]
