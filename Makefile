@@ -9,7 +9,7 @@ OLDEST_PY := .venv-oldest/bin/python
 # (engine/); the model, its fast paths and its equivalence with the transformers port; every
 # config; the quick demo; the converters and the tools' errors. Left to the newest environment:
 # the README checks, the property tests, attention maps, the benchmark, the FLOP counter, ONNX
-# export, the port comparison and the demo's progress line and picture.
+# export, the port comparison, the demo's progress line and picture, the tools' output.
 OLDEST_TESTS := tests/test_registration.py tests/test_versions.py tests/test_install_files.py \
 	tests/checkpoint tests/engine tests/configs tests/models/test_cvt.py \
 	tests/models/test_equivalence.py tests/models/test_ops.py tests/tools/test_demo.py \
