@@ -1,6 +1,6 @@
 """Checkpoints: safe reading and atomic writing, key conversion, loading into CvT.
 
-* :mod:`.torchfile`: unpickling ``torch.save`` files with an exact allow-list (no code runs);
+* :mod:`.decode`: unpickling ``torch.save`` files with an exact allow-list (no code runs);
 * :mod:`.io`: local files, ``save_pretrained`` folders, URLs and safetensors; atomic writes;
 * :mod:`.convert`: the official and transformers key tables, the state-dict unwrap and diff;
 * :mod:`.loading`: fitting any CvT checkpoint into a :class:`~cvt_backbone.CvT`;

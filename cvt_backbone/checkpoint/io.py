@@ -3,7 +3,7 @@
 Reading (:func:`read_checkpoint`) takes a local file, a folder written by transformers'
 ``save_pretrained`` (or a downloaded hub snapshot), an ``http(s)://`` URL, or bytes. The
 format is recognised from the content, never from the name: a ``torch.save`` file (read by
-:mod:`.torchfile`, which runs no code) or a ``.safetensors`` file (read by the
+:mod:`.decode`, which runs no code) or a ``.safetensors`` file (read by the
 ``safetensors`` library). Only regular files are opened: a FIFO, a device, or anything
 under ``/proc``, ``/sys`` or ``/dev`` is refused by name before it is read.
 
@@ -35,7 +35,7 @@ from typing import BinaryIO
 import torch
 
 from .errors import CheckpointError
-from .torchfile import read_torch_file
+from .decode import decode_torch_file
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
@@ -140,7 +140,7 @@ def _read_stream(stream: BinaryIO, size: int, source: str, path: str | None) -> 
     stream.seek(0)
     if _is_safetensors(head, size):
         return _read_safetensors(source, path=path, data=None if path else stream.read())
-    return read_torch_file(stream, size, source)
+    return decode_torch_file(stream, size, source)
 
 
 # --------------------------------------------------------------------------- folders

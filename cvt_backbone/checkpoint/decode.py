@@ -509,7 +509,7 @@ def _read_legacy(stream: BinaryIO, size: int, source: str) -> object:
     return result
 
 
-def read_torch_file(stream: BinaryIO, size: int, source: str) -> object:
+def decode_torch_file(stream: BinaryIO, size: int, source: str) -> object:
     """Unpickle a ``torch.save`` file (zip archive or legacy pickle) without running code.
 
     Args:

@@ -10,7 +10,7 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner import save_checkpoint
 
 from cvt_backbone import CheckpointError, read_checkpoint
-from cvt_backbone.checkpoint import torchfile
+from cvt_backbone.checkpoint import decode as torchfile
 from tests.checkpoint import crafted
 
 
