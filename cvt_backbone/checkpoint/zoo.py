@@ -70,8 +70,7 @@ def markdown_table() -> str:
         pretraining = ('ImageNet-22k, fine-tuned on 1k' if weights.pretraining == 'ImageNet-22k'
                        else weights.pretraining)
         batch = 256 if weights.resolution == 224 else 128
-        config = (f'configs/cvt/{weights.arch}_8xb{batch}_in1k-'
-                  f'{weights.resolution}px.py')
+        config = f'configs/cvt/{weights.arch}_8xb{batch}_in1k-{weights.resolution}px.py'
         lines.append(
             f'| `{weights.official_file}` | [`{weights.hub_repo}`]'
             f'(https://huggingface.co/{weights.hub_repo}) | {weights.arch} '
