@@ -52,3 +52,27 @@ PUBLISHED = (
 def url(hub_repo: str, filename: str = 'pytorch_model.bin') -> str:
     """The download URL of a file of a hub repository (its ``main`` revision)."""
     return f'https://huggingface.co/{hub_repo}/resolve/main/{filename}'
+
+
+def markdown_table() -> str:
+    """The model zoo as the Markdown table README.md and docs/weights.md show.
+
+    Each row names the mmpretrain config that evaluates the weights as they are: the
+    ``configs/cvt/`` config of their arch and resolution.
+
+    Returns:
+        The table, one line per row, ending in a newline.
+    """
+    lines = ['| official file | hub repository | arch | resolution | pretraining '
+             '| ImageNet-1k top-1 (official) | evaluate with |',
+             '|---|---|---|---|---|---|---|']
+    for weights in PUBLISHED:
+        pretraining = ('ImageNet-22k, fine-tuned on 1k' if weights.pretraining == 'ImageNet-22k'
+                       else weights.pretraining)
+        batch = 256 if weights.resolution == 224 else 128
+        config = f'configs/cvt/{weights.arch}_8xb{batch}_in1k-{weights.resolution}px.py'
+        lines.append(
+            f'| `{weights.official_file}` | [`{weights.hub_repo}`]'
+            f'(https://huggingface.co/{weights.hub_repo}) | {weights.arch} '
+            f'| {weights.resolution} | {pretraining} | {weights.top1} | `{config}` |')
+    return '\n'.join(lines) + '\n'
