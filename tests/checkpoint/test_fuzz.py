@@ -45,19 +45,19 @@ def read_any(data: bytes) -> None:
 EXPECTED = read_checkpoint(TRUSTED)
 
 
-@fuzz_settings(400)
+@fuzz_settings(2000)
 @given(torch_files())
 def test_torch_files_decode_to_closed_values_or_one_error(data):
     read_any(data)
 
 
-@fuzz_settings(100)
+@fuzz_settings(500)
 @given(safetensors_files())
 def test_safetensors_files_read_or_one_error(data):
     read_any(data)
 
 
-@fuzz_settings(150)
+@fuzz_settings(800)
 @given(torch_files())
 def test_no_file_changes_how_the_next_reads(data):
     read_any(data)
