@@ -8,9 +8,16 @@ code-running payload would create; tests check it never appears. The classes:
 * torch-registered globals: objects torch adds to its own weights-only list at import
   (``traceback.FrameSummary``, builtin exceptions, ``DeviceMesh``);
 * numpy: dtypes with fields or object type, object arrays, ndarray subclasses;
-* size: stride-0 and overlapping tensors, compressed records that inflate, legacy files that
-  declare more than they hold;
-* state: MMEngine training state of the wrong shape (a malformed ``HistoryBuffer``).
+* size: stride-0 and overlapping tensors, compressed records (deflate, bzip2, lzma), zip
+  headers that lie, legacy files that declare more than they hold, memo references re-used
+  until the value would hold billions of items, nesting 10^5 deep;
+* state: MMEngine training state of the wrong shape (a malformed ``HistoryBuffer``), a
+  BUILD that would resize a tensor after its bounds were checked, a BUILD on a name of the
+  decoder's own list (which must not change how later files read);
+* opcodes ``torch.save`` never writes (``INST``, ``OBJ``, extensions, out-of-band buffers).
+
+Hand-written pickles are assembled with :func:`program` and packed like ``torch.save``
+packs them with :func:`torch_zip`.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import pickle
 import struct
 import sys
 import traceback
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -41,6 +49,41 @@ class Reduce:
     def __reduce__(self):
         return (self.func, self.args) if self.state is None else (self.func, self.args,
                                                                   self.state)
+
+
+def program(*parts: bytes) -> bytes:
+    """A pickle of protocol 2 from raw opcode bytes (``b'.'``, STOP, ends it)."""
+    return b'\x80\x02' + b''.join(parts)
+
+
+def persistent_storage(key: str, numel: int, kind: str = 'FloatStorage') -> bytes:
+    """``BINPERSID ('storage', torch.<kind>, key, 'cpu', numel)``, as torch.save writes it."""
+    return (b'(X\x07\x00\x00\x00storagectorch\n' + kind.encode() + b'\nX'
+            + struct.pack('<L', len(key)) + key.encode() + b'X\x03\x00\x00\x00cpu'
+            + b'J' + struct.pack('<l', numel) + b'tQ')
+
+
+def tensor_ops(numel: int, key: str = '0') -> list[bytes]:
+    """The opcodes of a 1-D float tensor of ``numel`` elements on record ``key``."""
+    return [b'ctorch._utils\n_rebuild_tensor_v2\n(', persistent_storage(key, numel),
+            b'K\x00J' + struct.pack('<l', numel) + b'\x85K\x01\x85\x89',
+            b'ccollections\nOrderedDict\n)RtR']
+
+
+def torch_zip(pickle_bytes: bytes, records: dict[str, bytes], method: int = zipfile.ZIP_STORED,
+              extra: dict[str, bytes] | None = None) -> bytes:
+    """Pack a pickle and storage records the way ``torch.save`` does (``archive/...``);
+    ``extra`` records are written again after them (the same names make duplicates)."""
+    out = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(out, 'w', compression=method) as archive:
+        warnings.simplefilter('ignore')  # duplicate names are what some tests want
+        archive.writestr('archive/data.pkl', pickle_bytes)
+        archive.writestr('archive/byteorder', b'little')
+        for key, data in records.items():
+            archive.writestr(f'archive/data/{key}', data)
+        for key, data in (extra or {}).items():
+            archive.writestr(f'archive/data/{key}', data)
+    return out.getvalue()
 
 
 def _save(path: Path, obj: object, legacy: bool = False) -> Path:
@@ -138,15 +181,78 @@ def overlapping_view(folder: Path) -> Path:
     return _save(folder / 'overlapping.pth', {**_weights(), 'x': bomb})
 
 
-def zip_bomb(folder: Path) -> Path:
-    """A 40 MB tensor record deflated to a few kB."""
-    plain = io.BytesIO()
-    torch.save({'w': torch.zeros(10 ** 7)}, plain)
-    plain.seek(0)
-    path = folder / 'zip_bomb.pth'
-    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, 'w') as dst:
+def recompressed(data: bytes, method: int) -> bytes:
+    """A torch zip archive with every record written again with compression ``method``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, 'w') as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+            dst.writestr(info.filename, src.read(info), compress_type=method)
+    return out.getvalue()
+
+
+def _bomb(folder: Path, method: int, name: str) -> Path:
+    """A 4 MB tensor record compressed to a few kB."""
+    plain = io.BytesIO()
+    torch.save({'w': torch.zeros(10 ** 6)}, plain)
+    path = folder / name
+    path.write_bytes(recompressed(plain.getvalue(), method))
+    return path
+
+
+def zip_bomb(folder: Path) -> Path:
+    return _bomb(folder, zipfile.ZIP_DEFLATED, 'zip_bomb.pth')
+
+
+def bzip2_bomb(folder: Path) -> Path:
+    return _bomb(folder, zipfile.ZIP_BZIP2, 'bzip2_bomb.pth')
+
+
+def lzma_bomb(folder: Path) -> Path:
+    return _bomb(folder, zipfile.ZIP_LZMA, 'lzma_bomb.pth')
+
+
+def duplicate_record(folder: Path) -> Path:
+    """Two records named ``archive/data/0``: which one is read depends on the reader."""
+    path = folder / 'duplicate.pth'
+    path.write_bytes(torch_zip(program(*tensor_ops(4), b'.'), {'0': bytes(16)},
+                               extra={'0': bytes(16)}))
+    return path
+
+
+def local_header_lie(folder: Path) -> Path:
+    """A stored record whose local header gives other sizes than the central directory."""
+    data = bytearray(torch_zip(program(*tensor_ops(4), b'.'), {'0': bytes(16)}))
+    offset = data.index(b'archive/data/0') - 30  # its local header
+    data[offset + 18:offset + 26] = struct.pack('<2L', 10 ** 9, 10 ** 9)
+    path = folder / 'local_header.pth'
+    path.write_bytes(bytes(data))
+    return path
+
+
+def memo_bomb(folder: Path) -> Path:
+    """A list of 1000 items referenced 10^6 times: 2 MB that a walk would see as 10^9."""
+    ops = [b']q\x00(', b'N' * 1000, b'e0](', b'h\x00' * 10 ** 6, b'e.']
+    path = folder / 'memo_bomb.pth'
+    path.write_bytes(torch_zip(program(*ops), {}))
+    return path
+
+
+def deep_nesting(folder: Path) -> Path:
+    """Lists nested 10^5 deep: whatever recurses into the result would overflow."""
+    path = folder / 'deep.pth'
+    path.write_bytes(torch_zip(program(b']' * 10 ** 5, b'a' * (10 ** 5 - 1), b'.'), {}))
+    return path
+
+
+def self_containing(folder: Path) -> Path:
+    path = folder / 'cycle.pth'
+    path.write_bytes(torch_zip(program(b']q\x00h\x00a.'), {}))
+    return path
+
+
+def tuple_key(folder: Path) -> Path:
+    path = folder / 'tuple_key.pth'
+    path.write_bytes(torch_zip(program(b'}(K\x01K\x02\x86K\x03u.'), {}))
     return path
 
 
@@ -175,6 +281,24 @@ def legacy_declared_size(folder: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- state
+def tensor_resize(folder: Path) -> Path:
+    """A checked 1-element tensor, then a BUILD (``Tensor.__setstate__``, which calls
+    ``set_``) giving it 2^28 elements of the same 4-byte record."""
+    path = folder / 'tensor_resize.pth'
+    state = program(b'(', persistent_storage('0', 1), b'K\x00J\x00\x00\x00\x10\x85K\x01\x85t')
+    path.write_bytes(torch_zip(program(*tensor_ops(1), state, b'b.'), {'0': bytes(4)}))
+    return path
+
+
+def build_on_allowed_name(name: tuple[str, str], called: bool) -> bytes:
+    """A pickle that sets attributes on a name of the decoder's list (or on what calling it
+    with no arguments makes): if that worked, later files would read differently."""
+    module, attr = name
+    state = b'}(X\x05\x00\x00\x00dtypeK\x01X\x08\x00\x00\x00__call__K\x02u'
+    return torch_zip(program(f'c{module}\n{attr}\n'.encode(), b')R' if called else b'',
+                             state, b'b.'), {})
+
+
 def malformed_history_buffer(folder: Path) -> Path:
     buffer = HistoryBuffer()
     buffer.update(1.0)
@@ -198,9 +322,27 @@ REFUSED = {
     numpy_subclass: 'numpy.ma.core',
     stride_zero: 'may not hold more elements than its storage',
     overlapping_view: 'may not hold more elements than its storage',
-    zip_bomb: 'records unpack to',
+    zip_bomb: 'compressed with deflate',
+    bzip2_bomb: 'compressed with bzip2',
+    lzma_bomb: 'compressed with lzma',
+    duplicate_record: 'two records of the same name',
+    local_header_lie: 'local header that differ from the central directory',
+    memo_bomb: 'counting every shared reference',
+    deep_nesting: 'nested more than 100 deep',
+    self_containing: 'list contains itself',
+    tuple_key: 'keys may only be str, int',
+    tensor_resize: 'sets the state of Tensor',
     legacy_declared_size: 'more than the',
     malformed_history_buffer: 'HistoryBuffer does not hold two 1-D arrays',
+}
+
+#: Opcodes ``torch.save`` never writes, each in a pickle that would otherwise load.
+REFUSED_OPCODES = {
+    'INST': b'(ibuiltins\nlist\n.', 'OBJ': b'(cbuiltins\nset\no.',
+    'EXT1': b'\x82\x01.', 'EXT2': b'\x83\x01\x00.', 'EXT4': b'\x84\x01\x00\x00\x00.',
+    'NEWOBJ_EX': b'cbuiltins\nset\n)}\x92.', 'NEXT_BUFFER': b'\x97.',
+    'READONLY_BUFFER': b'C\x01a\x98.', 'BYTEARRAY8': b'\x96' + bytes(8) + b'.',
+    'PERSID': b'P0\n.',
 }
 
 if sys.platform != 'linux':  # os.mkfifo, and posix.system as the name of os.system

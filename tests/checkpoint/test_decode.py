@@ -1,6 +1,7 @@
-"""Reading torch.save files: exactly the allow-list, whatever torch has registered, bounded."""
+"""Decoding torch.save files: exactly the names the decoder knows, closed values, a budget."""
 import collections
 import re
+import struct
 import traceback
 
 import numpy as np
@@ -10,8 +11,9 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner import save_checkpoint
 
 from cvt_backbone import CheckpointError, read_checkpoint
-from cvt_backbone.checkpoint import decode as torchfile
+from cvt_backbone.checkpoint import decode
 from tests.checkpoint import crafted
+from tests.checkpoint.strategies import assert_closed, assert_same, training_state
 
 
 @pytest.mark.parametrize('make, words', crafted.REFUSED.items(),
@@ -26,6 +28,44 @@ def test_crafted_files_are_refused_by_name(tmp_path, make, words):
     assert not (tmp_path / crafted.MARKER).exists()
 
 
+@pytest.mark.parametrize('name', crafted.REFUSED_OPCODES)
+def test_opcodes_torch_save_never_writes_are_refused_by_name(name):
+    with pytest.raises(CheckpointError, match=rf'Refused .*the opcode {name} '):
+        read_checkpoint(crafted.torch_zip(crafted.program(crafted.REFUSED_OPCODES[name]), {}))
+
+
+def test_no_file_changes_how_later_files_read(tmp_path):
+    """A file that sets the state of every name the decoder knows (and of what calling it
+    makes) is refused, and a trusted file then reads as torch.load reads it."""
+    trusted = tmp_path / 'trusted.pth'
+    torch.save(training_state(), trusted)
+    for name in decode.ALLOWED_GLOBALS:
+        for called in (False, True):
+            with pytest.raises(CheckpointError):
+                read_checkpoint(crafted.build_on_allowed_name(name, called))
+    assert_same(read_checkpoint(trusted), torch.load(trusted, weights_only=False))
+    first, second = read_checkpoint(trusted), read_checkpoint(trusted)
+    assert first['p'].data_ptr() != second['p'].data_ptr()  # no storage shared across reads
+
+
+def test_state_dict_metadata_keeps_only_module_versions(tmp_path):
+    """PyTorch's load flags (``assign`` and the like) are never taken from a file."""
+    weights = torch.nn.BatchNorm1d(2).state_dict()
+    weights._metadata[''].update(assign_to_params_buffers=True, assign=True)
+    weights._metadata['odd'] = 'not a dict'
+    torch.save({'state_dict': weights}, tmp_path / 'flags.pth')
+    loaded = read_checkpoint(tmp_path / 'flags.pth')['state_dict']
+    assert loaded._metadata == {'': {'version': 2}}
+    assert list(loaded) == list(weights)
+
+
+def test_integers_are_bounded_and_containers_stay_closed():
+    huge = crafted.program(b'\x8a\x90' + b'\x01' * 144 + b'.')  # a LONG1 of 1152 bits
+    with pytest.raises(CheckpointError, match='an integer has 1145 bits'):
+        read_checkpoint(crafted.torch_zip(huge, {}))
+    value = read_checkpoint(crafted.torch_zip(crafted.program(b'}(K\x01N\x88]u.'), {}))
+    assert value == {1: None, True: []} and type(value) is dict
+
 @pytest.mark.skipif(not hasattr(torch.serialization, 'add_safe_globals'),
                     reason=f'torch {torch.__version__} has no add_safe_globals (torch 2.4+): '
                            f'there is no list of its own to widen')
@@ -33,15 +73,15 @@ def test_torch_widening_its_own_list_does_not_widen_ours(tmp_path):
     """torch.distributed (which MMEngine imports) adds exceptions, FrameSummary and DeviceMesh
     to torch's weights-only list; add more, and nothing of it reaches this reader."""
     import torch.distributed  # noqa: F401
-    extra = [traceback.FrameSummary, RuntimeError, collections.Counter]
+    extra = [traceback.FrameSummary, RuntimeError, collections.OrderedDict]
     torch.serialization.add_safe_globals(extra)
     try:
         path = crafted.frame_summary(tmp_path, target=__file__)
         with pytest.raises(CheckpointError, match='traceback.FrameSummary'):
             read_checkpoint(path)
-        torch.save({'c': collections.Counter('ab')}, tmp_path / 'counter.pth')
-        with pytest.raises(CheckpointError, match='collections.Counter'):
-            read_checkpoint(tmp_path / 'counter.pth')
+        torch.save({'c': collections.OrderedDict(a=RuntimeError('x'))}, tmp_path / 'error.pth')
+        with pytest.raises(CheckpointError, match='builtins.RuntimeError'):
+            read_checkpoint(tmp_path / 'error.pth')
     finally:
         torch.serialization.clear_safe_globals()
 
@@ -77,10 +117,10 @@ def test_training_state_loads_and_needs_each_allowed_global(tmp_path, monkeypatc
               ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
               ('torch._utils', '_rebuild_tensor_v2'), ('torch._utils', '_rebuild_parameter'),
               ('torch', 'FloatStorage'), ('collections', 'OrderedDict'), ('torch', 'float16')]
-    full = dict(torchfile.ALLOWED_GLOBALS)
+    full = dict(decode.ALLOWED_GLOBALS)
     for key in needed:
-        monkeypatch.setattr(torchfile, 'ALLOWED_GLOBALS', {k: v for k, v in full.items()
-                                                           if k != key})
+        monkeypatch.setattr(decode, 'ALLOWED_GLOBALS', {k: v for k, v in full.items()
+                                                        if k != key})
         with pytest.raises(CheckpointError, match=rf'needs {re.escape(".".join(key))}'):
             read_checkpoint(path)
 
@@ -117,13 +157,15 @@ def test_plain_weights_round_trip_in_both_formats(tmp_path, legacy):
         c=torch.zeros(0, 5), d=torch.tensor(True), e=torch.randn(2, 2).to(torch.bfloat16))
     weights['view'] = weights['a'][1:]
     path = tmp_path / 'w.pth'
-    torch.save({'state_dict': weights, 'size': torch.Size([2, 3]), 'set': {1, 2}},
-               path, _use_new_zipfile_serialization=not legacy)
+    torch.save({'weights': weights, 'size': torch.Size([2, 3]), 'set': {1, 2}, **{
+        key: value for key, value in training_state().items() if key != 'log'}},
+        path, _use_new_zipfile_serialization=not legacy)
     loaded = read_checkpoint(path)
-    for key, value in weights.items():
-        assert torch.equal(loaded['state_dict'][key], value) and \
-            loaded['state_dict'][key].dtype == value.dtype, key
-    assert loaded['size'] == torch.Size([2, 3]) and loaded['set'] == {1, 2}
+    assert_closed(loaded)
+    assert_same(loaded, torch.load(path, weights_only=False))
+    view = loaded['weights']['view']
+    assert view.untyped_storage().data_ptr() == loaded['weights']['a'].untyped_storage(
+    ).data_ptr()  # views of one storage stay views, as torch.load keeps them
 
 
 def test_a_history_buffer_keeps_only_its_default_statistics(tmp_path):
@@ -150,3 +192,109 @@ def test_truncated_and_garbage_files_are_named(tmp_path, cut):
         with pytest.raises(CheckpointError, match=rf'{name}.*neither a torch.save file nor '
                                                   r'a safetensors file'):
             read_checkpoint(tmp_path / name)
+
+
+def test_legacy_storage_sizes_must_match(tmp_path):
+    path = tmp_path / 'legacy.pth'
+    torch.save({'w': torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    path.write_bytes(data[:-20] + struct.pack('<q', 4) + data[-12:])
+    with pytest.raises(CheckpointError, match=r'storage \d+ has the wrong size'):
+        read_checkpoint(path)
+
+
+def test_shared_references_cost_once_but_count_each_time():
+    """A list referenced from many places reads as one object, within the budget."""
+    shared = crafted.program(b']q\x00(', b'N' * 100, b'e0](', b'h\x00' * 1000, b'e.')
+    value = read_checkpoint(crafted.torch_zip(shared, {}))
+    assert len(value) == 1000 and all(item is value[0] for item in value)
+
+
+MMENGINE_SCHEDULERS = {
+    'MultiStepLR': [dict(type='MultiStepLR', milestones=[1, 2], by_epoch=True)],
+    'CosineAnnealingLR': [dict(type='CosineAnnealingLR', T_max=2, by_epoch=True)],
+    'PolyLR': [dict(type='PolyLR', eta_min=0.001, power=1.0, by_epoch=True)],
+    'LinearLR+MultiStepLR': [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+                                  end=2), dict(type='MultiStepLR', milestones=[1])],
+}
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """Eight samples of a regression, with the meta a detection dataset gives its checkpoints."""
+
+    metainfo = {'classes': ('cat', 'dog'), 'palette': [(220, 20, 60), (0, 0, 142)]}
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> dict:
+        return {'inputs': torch.full((2, ), float(index)), 'labels': torch.ones(1)}
+
+
+def train_and_save(folder, schedulers: list, optim_wrapper: dict | None = None):
+    """Train a toy model one epoch with MMEngine's Runner (EMA on); return its checkpoint."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.norm = torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1)
+
+        def forward(self, inputs, labels=None, mode='tensor'):
+            out = self.norm(self.linear(inputs))
+            return {'loss': ((out - labels) ** 2).mean()} if mode == 'loss' else out
+
+    runner = Runner(
+        model=Toy(), work_dir=str(folder), experiment_name=f'decode-{folder.name}',
+        train_dataloader=dict(dataset=ToyDataset(), batch_size=4,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=optim_wrapper or dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=schedulers, train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[dict(type='EMAHook')], randomness=dict(seed=3), log_level='WARNING',
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)))
+    runner.train()
+    return folder / 'epoch_1.pth'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('scheduler', MMENGINE_SCHEDULERS)
+def test_real_mmengine_checkpoints_decode_as_torch_loads_them(tmp_path, scheduler):
+    """A short run of MMEngine's Runner (EMA, a dataset's meta, the message hub) saves its
+    checkpoint; the decoder reads it as ``torch.load(weights_only=False)`` does."""
+    path = train_and_save(tmp_path, MMENGINE_SCHEDULERS[scheduler])
+    decoded = read_checkpoint(path)
+    assert_same(decoded, torch.load(path, weights_only=False))
+    assert decoded['meta']['dataset_meta'] == ToyDataset.metainfo and 'ema_state_dict' in decoded
+
+
+@pytest.mark.slow
+def test_one_cycle_checkpoints_are_refused_by_name(tmp_path):
+    """MMEngine's OneCycleLR keeps its annealing function as a bound method, so its state
+    pickles the whole scheduler object (and the optimizer wrapper it holds): that is code
+    and objects, not values, and is refused naming the class."""
+    path = train_and_save(tmp_path, [dict(type='OneCycleLR', eta_max=0.1, total_steps=4,
+                                          by_epoch=False)])
+    with pytest.raises(CheckpointError, match='needs mmengine.optim.scheduler.param_scheduler'
+                                              '.OneCycleParamScheduler'):
+        read_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_mixed_precision_checkpoint_decodes(tmp_path):
+    """AmpOptimWrapper's loss scaler state (written by hand where AMP needs a GPU)."""
+    from mmengine.runner import save_checkpoint
+    try:
+        path = train_and_save(tmp_path, MMENGINE_SCHEDULERS['MultiStepLR'], dict(
+            type='AmpOptimWrapper', dtype='bfloat16', optimizer=dict(type='SGD', lr=0.1)))
+        state = torch.load(path, weights_only=False)
+    except AssertionError:  # MMEngine's AMP wrapper asks for CUDA, NPU, MLU or MUSA
+        path = train_and_save(tmp_path, MMENGINE_SCHEDULERS['MultiStepLR'])
+        state = torch.load(path, weights_only=False)
+        state['optimizer']['loss_scaler'] = {'scale': 65536.0, 'growth_factor': 2.0,
+                                             'backoff_factor': 0.5, 'growth_interval': 2000,
+                                             '_growth_tracker': 0}
+        save_checkpoint(state, str(path))
+    assert 'loss_scaler' in state['optimizer']
+    assert_same(read_checkpoint(path), torch.load(path, weights_only=False))
