@@ -277,7 +277,7 @@ def _network_error(err: BaseException, timeout: float) -> str:
     if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
         return f'no answer within {timeout:g} s (set {TIMEOUT_ENV} to wait longer)'
     if isinstance(err, http.client.IncompleteRead):
-        return f'the connection closed after {len(err.partial)} bytes of a chunk'
+        return 'the connection closed before the whole file arrived'
     if isinstance(err, http.client.BadStatusLine):
         return f'the server sent no valid HTTP status line ({type(err).__name__})'
     if isinstance(err, http.client.HTTPException):

@@ -131,7 +131,7 @@ class SafeCheckpointHook(CheckpointHook):
         own = self._own_claims(claims)
         for key, value in own.items():
             hub.update_info(key, value)
-        outdated = own.get(OUTDATED_KEY, [])
+        outdated = list(own.get(OUTDATED_KEY, []))
         if self.max_keep_ckpts > 0:
             keep = own.get('keep_ckpt_ids', [])
             outdated += keep[:-self.max_keep_ckpts]
