@@ -20,6 +20,7 @@ def test_builds_from_toolbox_registry(toolbox):
     assert model.eval()(torch.randn(1, 3, 32, 32))[0].shape == (1, 16, 8, 8)
 
 
+@pytest.mark.slow
 def test_custom_imports_in_a_fresh_process(tmp_path):
     config = tmp_path / 'cfg.py'
     config.write_text(textwrap.dedent(f"""
@@ -59,6 +60,7 @@ def run_with_only(present: list[str], body: str) -> subprocess.CompletedProcess:
                           timeout=300, env=ENV)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('toolbox', list(TOOLBOXES))
 def test_import_with_a_single_toolbox_builds_from_its_registry(toolbox):
     result = run_with_only([toolbox], textwrap.dedent(f"""
@@ -77,6 +79,7 @@ def test_import_with_a_single_toolbox_builds_from_its_registry(toolbox):
     assert imported == f"['{toolbox}']"
 
 
+@pytest.mark.slow
 def test_import_without_any_toolbox_names_the_three_and_their_extras():
     result = run_with_only([], 'import cvt_backbone\n')
     assert result.returncode != 0

@@ -23,7 +23,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
 
-import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
+import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
 from cvt_backbone.checkpoint import atomic_write_text, check_local_path  # noqa: E402
 from cvt_backbone.engine import ConfigError  # noqa: E402
 from cvt_backbone.engine.runner import load_config, run_tool  # noqa: E402

@@ -18,9 +18,9 @@ from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before 
 
 from mmengine.config import DictAction  # noqa: E402
 
-import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
+import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
 from cvt_backbone.checkpoint import atomic_write_text, check_local_path  # noqa: E402
-from cvt_backbone.checkpoint.io import is_url  # noqa: E402
+from cvt_backbone.checkpoint import is_url  # noqa: E402
 from cvt_backbone.engine import (CompleteCheckpointHook, ConfigError,  # noqa: E402
                                  check_data_paths, check_model_config, prepare_config)
 from cvt_backbone.engine.runner import build_runner, load_config, run_tool  # noqa: E402

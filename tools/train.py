@@ -19,7 +19,7 @@ from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before 
 
 from mmengine.config import DictAction  # noqa: E402
 
-import cvt_backbone  # noqa: E402,F401  (registers CvT, safe checkpoint loading)
+import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
 from cvt_backbone.engine import (CompleteCheckpointHook, RandomStateHook,  # noqa: E402
                                  check_data_paths, check_model_config, prepare_config)
 from cvt_backbone.engine.resume import resolve_resume  # noqa: E402

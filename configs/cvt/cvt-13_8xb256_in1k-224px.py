@@ -11,7 +11,8 @@ _base_ = [
     '../_base_/cvt_paramwise.py',
 ]
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
+custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
+runner_type = 'CvTRunner'
 
 model = dict(
     type='ImageClassifier',

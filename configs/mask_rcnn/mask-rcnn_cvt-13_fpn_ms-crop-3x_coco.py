@@ -4,7 +4,8 @@ _base_ = [
     'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', '../_base_/cvt_paramwise.py'
 ]
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
+custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
+runner_type = 'CvTRunner'
 
 pretrained = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 

@@ -5,7 +5,8 @@ _base_ = [
     '../_base_/cvt_paramwise.py'
 ]
 
-custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
+custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
+runner_type = 'CvTRunner'
 
 # The published ImageNet-1k weights (microsoft/cvt-13 = CvT-13-224x224-IN-1k.pth), downloaded
 # once into the torch hub cache. Offline: a local copy of either file works the same.

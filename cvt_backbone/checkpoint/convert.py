@@ -163,31 +163,113 @@ _TRANSFORMERS_ARCH = dict(embed_dims='embed_dim', depths='depth', num_heads='num
                           patch_paddings='patch_padding', cls_token='cls_token')
 
 
-def arch_from_transformers_config(config: Mapping) -> dict:
-    """The arch fields a transformers ``CvtConfig`` (``config.json``) states."""
-    return {ours: list(config[theirs]) for ours, theirs in _TRANSFORMERS_ARCH.items()
-            if isinstance(config.get(theirs), (list, tuple))}
+#: Bounds of a stated arch field: wider than any CvT, small enough to refuse absurd sizes.
+_ARCH_LIMITS = dict(embed_dims=(1, 16384), depths=(1, 1024), num_heads=(1, 1024),
+                    patch_sizes=(1, 64), patch_strides=(1, 64), patch_paddings=(0, 64))
+
+
+def arch_from_transformers_config(config: Mapping, source: str = 'config.json') -> dict:
+    """The arch fields a transformers ``CvtConfig`` (``config.json``) states, checked.
+
+    Each stated field must list one value per stage (as many as ``embed_dim``): integers
+    within the bounds of :data:`_ARCH_LIMITS`, booleans for ``cls_token``, and widths that
+    the head counts divide. Fields the config does not state are left out.
+
+    Raises:
+        CheckpointError: a field of another type, length or range; the message names it.
+    """
+    arch = {}
+    for ours, theirs in _TRANSFORMERS_ARCH.items():
+        if theirs not in config:
+            continue
+        values = config[theirs]
+        if not isinstance(values, (list, tuple)) or not values:
+            raise CheckpointError(f'{source}: {theirs} must list one value per stage, got '
+                                  f'{type(values).__name__}')
+        low, high = _ARCH_LIMITS.get(ours, (0, 1))
+        kind = bool if ours == 'cls_token' else int
+        if not all(type(v) is kind and low <= v <= high for v in values):
+            what = 'true or false' if kind is bool else f'integers from {low} to {high}'
+            raise CheckpointError(f'{source}: {theirs} must be {what}, got '
+                                  f'{short_list([repr(v)[:20] for v in values], 4)}')
+        arch[ours] = list(values)
+    lengths = {key: len(values) for key, values in arch.items()}
+    if len(set(lengths.values())) > 1:
+        raise CheckpointError(f'{source}: its per-stage fields have different lengths '
+                              f'{lengths}')
+    for i, (dims, heads) in enumerate(zip(arch.get('embed_dims', []),
+                                          arch.get('num_heads', []))):
+        if dims % heads:
+            raise CheckpointError(f'{source}: stage {i} has embed_dim {dims}, which '
+                                  f'num_heads {heads} does not divide')
+    return arch
 
 
 def arch_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """The arch fields a state dict with this package's key names shows by its shapes.
 
     Widths, depths, embedding kernel sizes and the class tokens are visible in the weights;
-    heads, strides and paddings are not.
+    heads, strides and paddings are not. Every block a depth counts is there in full
+    measure: its attention output and MLP weights have the stage's width, so a model built
+    to this arch is no larger than the weights (up to the small tensors).
+
+    Raises:
+        CheckpointError: a stage's blocks are not numbered 0, 1, ..., or a block lacks its
+            attention output or MLP weights or has them in another width than its stage.
     """
-    dims, kernels, depths, tokens = {}, {}, {}, set()
+    dims, kernels, blocks, tokens = {}, {}, {}, set()
     for key, value in state_dict.items():
         if match := re.match(r'^stages\.(\d+)\.patch_embed\.projection\.weight$', key):
             dims[int(match[1])], kernels[int(match[1])] = value.shape[0], value.shape[-1]
         elif match := re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', key):
-            stage, block = int(match[1]), int(match[2])
-            depths[stage] = max(depths.get(stage, 0), block + 1)
+            blocks.setdefault(int(match[1]), set()).add(int(match[2]))
         elif match := re.match(r'^stages\.(\d+)\.cls_token$', key):
             tokens.add(int(match[1]))
     stages = sorted(dims)
-    return dict(embed_dims=[dims[i] for i in stages], depths=[depths.get(i, 0) for i in stages],
+    for stage in stages:
+        numbers = blocks.get(stage, set())
+        if numbers != set(range(len(numbers))):
+            raise CheckpointError(f'Stage {stage} of the weights has blocks '
+                                  f'{short_list([str(n) for n in sorted(numbers)], 6)}, not '
+                                  f'0 to {len(numbers) - 1}')
+        for block in sorted(numbers):
+            _check_block_widths(state_dict, f'stages.{stage}.blocks.{block}.', dims[stage])
+    return dict(embed_dims=[dims[i] for i in stages],
+                depths=[len(blocks.get(i, ())) for i in stages],
                 patch_sizes=[kernels[i] for i in stages],
                 cls_token=[i in tokens for i in stages])
+
+
+def _check_block_widths(state_dict: Mapping[str, torch.Tensor], prefix: str,
+                        width: int) -> None:
+    """Refuse a block whose attention output ``(C, C)`` or MLP ``(H, C)``, ``(C, H)`` weights
+    are missing or not of its stage's width ``C``."""
+    proj, fc1, fc2 = (state_dict.get(prefix + name) for name in
+                      ('attn.proj.weight', 'mlp.fc1.weight', 'mlp.fc2.weight'))
+    hidden = fc1.shape[0] if fc1 is not None and fc1.dim() == 2 else 0
+    if (proj is None or tuple(proj.shape) != (width, width) or not hidden
+            or tuple(fc1.shape) != (hidden, width) or fc2 is None
+            or tuple(fc2.shape) != (width, hidden)):
+        shapes = ', '.join(f'{name} {"missing" if t is None else tuple(t.shape)}' for name, t in
+                           (('attn.proj.weight', proj), ('mlp.fc1.weight', fc1),
+                            ('mlp.fc2.weight', fc2)))
+        raise CheckpointError(f'Block {prefix[:-1]} of the weights is not one of its stage '
+                              f'(width {width}): {shapes}')
+
+
+def check_declared_arch(declared: Mapping, found: Mapping, source: str) -> None:
+    """Refuse a stated arch (``config.json``) that the weights contradict, before anything
+    of that arch is built.
+
+    Raises:
+        CheckpointError: a width, depth, kernel size or class token differs; all are named.
+    """
+    differences = [f'{key} {list(declared[key])} stated vs {list(found[key])} in the weights'
+                   for key in ARCH_KEYS if key in declared and key in found
+                   and list(declared[key]) != list(found[key])]
+    if differences:
+        raise CheckpointError(f'{source} states another arch than its weights have: '
+                              + '; '.join(differences))
 
 
 def arch_differences(model_arch: Mapping, checkpoint_arch: Mapping) -> list[str]:
@@ -303,7 +385,10 @@ def canonical_checkpoint(checkpoint: object, source: str) -> object:
     meta = dict(checkpoint.get('meta', {})) if isinstance(checkpoint.get('meta'), Mapping) \
         else {}
     if isinstance(meta.get('transformers_config'), Mapping):
-        arch.update(arch_from_transformers_config(meta['transformers_config']))
+        declared = arch_from_transformers_config(meta['transformers_config'],
+                                                 f'{source} (config.json)')
+        check_declared_arch(declared, arch, source)
+        arch.update(declared)
     whole = OrderedDict(
         (f'head.fc.{k[len("head."):]}' if k.startswith('head.') else f'backbone.{k}', v)
         for k, v in converted.items())

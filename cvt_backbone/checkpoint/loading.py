@@ -27,7 +27,7 @@ from .convert import (arch_differences, arch_from_transformers_config,
                       detect_format, diff_state_dict, short_list, to_cvt_keys,
                       unwrap_state_dict)
 from .errors import CheckpointError
-from .io import read_checkpoint
+from .read import read_checkpoint
 
 _OUTPUT_NORM = re.compile(r'^(norm\d+|cls_norm)\.')
 _SET_ASIDE = re.compile(r'^head\.')

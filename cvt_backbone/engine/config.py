@@ -66,10 +66,7 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
                                                            'DistributedDataParallel'):
             wrapper['device_ids'] = None
         cfg.model_wrapper_cfg = wrapper
-    default_hooks = cfg.setdefault('default_hooks', {})
-    checkpoint = default_hooks.get('checkpoint') or dict(type='CheckpointHook', interval=1)
-    if _type_name(checkpoint) == 'CheckpointHook':
-        default_hooks['checkpoint'] = dict(checkpoint, type='SafeCheckpointHook')
+    use_safe_checkpoint_hook(cfg.setdefault('default_hooks', {}))
     if cfg.get('train_dataloader'):
         seed_training_data(cfg.train_dataloader)
     if amp:
@@ -83,6 +80,14 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
 def _type_name(part: object) -> str:
     kind = part.get('type', '') if isinstance(part, dict) else ''
     return kind.__name__ if isinstance(kind, type) else str(kind).split('.')[-1]
+
+
+def use_safe_checkpoint_hook(default_hooks: dict) -> None:
+    """Put :class:`~.hooks.SafeCheckpointHook` in place of MMEngine's ``CheckpointHook`` (the
+    one a config names, or the one the Runner adds by default), with the same settings."""
+    checkpoint = default_hooks.get('checkpoint') or dict(type='CheckpointHook', interval=1)
+    if _type_name(checkpoint) == 'CheckpointHook':
+        default_hooks['checkpoint'] = dict(checkpoint, type='SafeCheckpointHook')
 
 
 #: MMEngine's samplers and their seeded counterparts (:mod:`.data`).

@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import os.path as osp
 import random
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -32,7 +34,7 @@ from mmengine.runner import find_latest_checkpoint
 
 from ..checkpoint import (CheckpointError, atomic_write_text, diff_state_dict,
                           unwrap_state_dict)
-from ..checkpoint.io import TMP_SUFFIX
+from ..checkpoint.write import TMP_SUFFIX
 
 #: The key of ``meta`` under which :class:`SafeCheckpointHook` stores the random state.
 RANDOM_STATE_KEY = 'cvt_random_state'
@@ -40,6 +42,11 @@ RANDOM_STATE_KEY = 'cvt_random_state'
 OUTDATED_KEY = 'outdated_ckpt_ids'
 #: The hidden temporary files of :func:`~cvt_backbone.checkpoint.atomic_write_bytes`.
 TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}' + re.escape(TMP_SUFFIX) + '$')
+#: The work dir's record of the checkpoint files its runs wrote (see SafeCheckpointHook).
+LEDGER = 'written_checkpoints.json'
+#: ``runtime_info`` entries that name checkpoint files MMEngine's hook would remove.
+_ID_KEYS = ('keep_ckpt_ids', OUTDATED_KEY)
+_PATH_KEYS = re.compile(r'^(best_ckpt(_.+)?|last_ckpt)$')
 
 
 # --------------------------------------------------------------------------- random state
@@ -70,6 +77,21 @@ def restore_random_state(state: Mapping, source: str) -> None:
                               f'({type(err).__name__}: {err})') from None
 
 
+def read_ledger(path: str) -> set[str]:
+    """The checkpoint files a :data:`LEDGER` file lists; none if it is missing or unreadable."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, RecursionError) as err:
+        print_log(f'{path} is unreadable ({type(err).__name__}): no checkpoint of an earlier '
+                  f'run is removed', logger='current', level=logging.WARNING)
+        return set()
+    files = record.get('checkpoints') if isinstance(record, dict) else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
 def _train_sampler(runner):
     loader = runner.train_dataloader
     return getattr(loader, 'sampler', None)
@@ -77,25 +99,48 @@ def _train_sampler(runner):
 
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
-    """MMEngine's ``CheckpointHook`` that never leaves a run without a complete checkpoint.
+    """MMEngine's ``CheckpointHook`` that never leaves a run without a complete checkpoint,
+    and removes only checkpoint files that runs in this work dir wrote.
 
     Same arguments and file names as ``CheckpointHook``. Differences:
 
     * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
-      removed only after the new checkpoint is written (MMEngine removes it first: a kill
-      in between left no checkpoint, and ``last_checkpoint`` named a deleted file); the new
+      removed only after the new checkpoint is written (MMEngine removes it first: a kill in
+      between left no checkpoint, and ``last_checkpoint`` named a deleted file); the new
       checkpoint names it, so that a run killed before the removal finishes it on resume;
     * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes), and
       the hidden temporary file a killed save may leave is removed when training starts;
+    * the files a resumed checkpoint names for removal (``keep_ckpt_ids``,
+      ``outdated_ckpt_ids``, ``best_ckpt*``, ``last_ckpt`` of its ``runtime_info``) are
+      taken only where the work dir's :data:`LEDGER`, which this hook keeps, lists them as
+      written here; a checkpoint copied from elsewhere or crafted removes nothing;
     * each checkpoint's ``meta`` carries every rank's random state and the training
       sampler's seed (gathered from all ranks, so this runs on every rank).
     """
 
     def before_train(self, runner) -> None:
-        """MMEngine's set-up; then finish what a killed save left: the removal of the
-        checkpoint it made outdated, and its hidden temporary file."""
-        super().before_train(runner)
-        outdated = runner.message_hub.runtime_info.get(OUTDATED_KEY) or []
+        """MMEngine's set-up with only the resumed file names the ledger backs; then finish
+        what a killed save left: the removal of the checkpoint it made outdated, and its
+        hidden temporary file."""
+        hub = runner.message_hub
+        claims = {key: hub.pop_info(key) for key in list(hub.runtime_info)
+                  if key in _ID_KEYS or _PATH_KEYS.match(key)}
+        super().before_train(runner)  # sees no claims: keeps no ids, knows no best file
+        self._ledger = osp.join(runner.work_dir, LEDGER)
+        self._written = read_ledger(self._ledger)
+        own = self._own_claims(claims)
+        for key, value in own.items():
+            hub.update_info(key, value)
+        outdated = list(own.get(OUTDATED_KEY, []))
+        if self.max_keep_ckpts > 0:
+            keep = own.get('keep_ckpt_ids', [])
+            outdated += keep[:-self.max_keep_ckpts]
+            self.keep_ckpt_ids = deque(keep[-self.max_keep_ckpts:], self.max_keep_ckpts)
+        if self.save_best is not None and len(self.key_indicators) == 1:
+            self.best_ckpt_path = own.get('best_ckpt')
+        elif self.save_best is not None:
+            self.best_ckpt_path_dict = {key: own.get(f'best_ckpt_{key}')
+                                        for key in self.key_indicators}
         if not is_main_process():
             return
         for step in outdated:
@@ -106,12 +151,45 @@ class SafeCheckpointHook(CheckpointHook):
                     if TEMPORARY.match(name):
                         os.remove(osp.join(folder, name))
 
+    def _path(self, step: int) -> str:
+        return self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+
+    def _own_claims(self, claims: dict) -> dict:
+        """The claimed ids and paths that name files of the ledger; one log line for the rest."""
+        own, ignored = {}, []
+        for key, value in claims.items():
+            if key in _ID_KEYS:
+                ids = value if isinstance(value, list) else []
+                own[key] = [i for i in ids if type(i) is int and self._path(i) in self._written]
+                if len(own[key]) != len(ids) or not isinstance(value, list):
+                    ignored.append(key)
+            elif isinstance(value, str) and value in self._written:
+                own[key] = value
+            else:
+                ignored.append(key)
+        if ignored:
+            print_log(f'The resumed checkpoint names files in runtime_info {ignored} that '
+                      f'{self._ledger} does not list as written in this work dir: they are '
+                      f'never removed', logger='current', level=logging.WARNING)
+        return own
+
+    def _record(self, added: str | None = None, removed: str | None = None) -> None:
+        """Update the ledger (main process; written atomically, only when it changes)."""
+        written = (self._written | {added}) - {None, removed}
+        if written == self._written:
+            return
+        self._written = written
+        if is_main_process():
+            atomic_write_text(json.dumps({'checkpoints': sorted(self._written)}, indent=1),
+                              self._ledger)
+
     def _remove_checkpoint(self, step: int) -> None:
-        path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+        path = self._path(step)
         if self.file_backend.isfile(path):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):
             self.file_backend.rmtree(path)
+        self._record(removed=path)
 
     @contextlib.contextmanager
     def _removals_deferred(self) -> Iterator[list]:
@@ -135,6 +213,7 @@ class SafeCheckpointHook(CheckpointHook):
             self.file_backend = backend
         for remove, path in pending:
             remove(path)
+            self._record(removed=path)
 
     def _random_state_meta(self, runner, meta: dict) -> dict:
         states = all_gather_object(capture_random_state())
@@ -157,6 +236,8 @@ class SafeCheckpointHook(CheckpointHook):
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        # Recorded before it is written: a run killed mid-save still owns the file's name.
+        self._record(added=self.last_ckpt)
         runner.save_checkpoint(
             self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
             save_param_scheduler=self.save_param_scheduler,
@@ -171,6 +252,13 @@ class SafeCheckpointHook(CheckpointHook):
     def _save_best_checkpoint(self, runner, metrics) -> None:
         with self._removals_deferred():
             super()._save_best_checkpoint(runner, metrics)
+        if not self.save_best:
+            return
+        # MMEngine writes the best file itself; one killed before this line stays (not lost).
+        best = ([self.best_ckpt_path] if len(self.key_indicators) == 1
+                else list(self.best_ckpt_path_dict.values()))
+        for path in best:
+            self._record(added=path)
 
 
 @HOOKS.register_module()

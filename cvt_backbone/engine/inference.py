@@ -6,10 +6,10 @@ Cityscapes' names: a detector of three shapes would label its boxes "person", "b
 "car", and an ADE20K segmentor its pixels as Cityscapes classes. Checkpoints written by
 ``tools/train.py`` carry ``dataset_meta``; converted, hand-saved or stripped ones do not.
 
-Importing this module (``import cvt_backbone`` does) makes every MMEngine inferencer fill a
-missing ``dataset_meta`` from the config it was given: the metainfo of its test (else val,
-else train) dataset, as the toolbox's dataset class and the config's ``metainfo`` define it.
-A checkpoint's own ``dataset_meta`` always wins.
+Importing this module (``import cvt_backbone.engine`` does) makes every MMEngine inferencer
+fill a missing ``dataset_meta`` from the config it was given: the metainfo of its test (else
+val, else train) dataset, as the toolbox's dataset class and the config's ``metainfo``
+define it. A checkpoint's own ``dataset_meta`` always wins.
 """
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..checkpoint import CheckpointError, check_local_path, read_checkpoint
-from ..checkpoint.io import is_url
+from ..checkpoint import CheckpointError, check_local_path, is_url, read_checkpoint
 
 
 def resolve_resume(cfg: Config, resume: str | None) -> None:

@@ -1,8 +1,10 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config, building the Runner,
-and turning the errors a user can fix into one ``error:`` line."""
+"""The Runner of the project's configs, and what ``tools/train.py`` and ``tools/test.py``
+share: loading a config, building the Runner, and turning the errors a user can fix into one
+``error:`` line."""
 from __future__ import annotations
 
 import copy
+import inspect
 import os.path as osp
 import sys
 from collections.abc import Callable
@@ -13,7 +15,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..checkpoint import CheckpointError, atomic_write_text
-from .config import ConfigError, start_cpu_distributed
+from .config import (ConfigError, seed_training_data, start_cpu_distributed,
+                     use_safe_checkpoint_hook)
+from .hooks import RandomStateHook
 
 #: Errors whose message says all a user needs: the tools print them as one line.
 USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError)
@@ -37,13 +41,49 @@ def load_config(path: str, options: dict | None = None) -> tuple[Config, Config]
     return cfg, original
 
 
-@RUNNERS.register_module()
-class AtomicDumpRunner(Runner):
-    """MMEngine's Runner whose copy of the config in the work dir is written atomically.
+def _is_random_state_hook(hook: object) -> bool:
+    kind = hook.get('type') if isinstance(hook, dict) else type(hook)
+    return kind is RandomStateHook or (isinstance(kind, str)
+                                       and kind.split('.')[-1] == 'RandomStateHook')
 
-    MMEngine truncates and rewrites ``<work_dir>/<config>.py`` when a run starts; a kill at
-    that moment left a half-written config. Everything else is the Runner's.
+
+@RUNNERS.register_module()
+class CvTRunner(Runner):
+    """MMEngine's Runner with the checkpoints and training data that survive an interruption.
+
+    The project's configs name it (``runner_type='CvTRunner'``), so that whatever builds their
+    Runner, ``tools/train.py`` or a toolbox's own, gets:
+
+    * :class:`~.hooks.SafeCheckpointHook` in place of MMEngine's ``CheckpointHook`` (same
+      settings): the newest complete checkpoint always survives, and files are removed only
+      if this work dir's runs wrote them;
+    * the seeded samplers and dataset of :mod:`.data` in place of MMEngine's
+      ``DefaultSampler`` / ``InfiniteSampler`` for training, and a
+      :class:`~.hooks.RandomStateHook` unless the config has one: a resumed run continues
+      exactly as the uninterrupted one;
+    * the copy of the config in the work dir written atomically (MMEngine truncates and
+      rewrites it; a kill at that moment left half a config).
+
+    Arguments are the Runner's.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        bound = inspect.signature(Runner.__init__).bind(self, *args, **kwargs)
+        arguments = bound.arguments
+        default_hooks = dict(arguments.get('default_hooks') or {})
+        use_safe_checkpoint_hook(default_hooks)
+        arguments['default_hooks'] = default_hooks
+        loader = arguments.get('train_dataloader')
+        if isinstance(loader, dict):
+            loader = copy.deepcopy(loader)
+            seed_training_data(loader)
+            arguments['train_dataloader'] = loader
+            hooks = list(arguments.get('custom_hooks') or [])
+            if not any(map(_is_random_state_hook, hooks)):
+                hooks.append(dict(type='RandomStateHook',
+                                  resume=bool(arguments.get('resume', False))))
+            arguments['custom_hooks'] = hooks
+        super().__init__(*bound.args[1:], **bound.kwargs)
 
     @master_only
     def dump_config(self) -> None:
@@ -55,10 +95,10 @@ class AtomicDumpRunner(Runner):
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The config's Runner (``runner_type`` if it names one, else :class:`AtomicDumpRunner`),
-    with CPU distributed started."""
+    """The config's Runner (``runner_type`` if it names one, else :class:`CvTRunner`), with
+    CPU distributed started."""
     start_cpu_distributed(cfg)
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else AtomicDumpRunner.from_cfg(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else CvTRunner.from_cfg(cfg)
 
 
 def run_tool(main: Callable[[], object], errors: tuple[type[Exception], ...] = ()) -> None:

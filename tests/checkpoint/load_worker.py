@@ -2,8 +2,10 @@
 
     python -m tests.checkpoint.load_worker FILE OUT_DIR
 
-Run by ``test_crafted_paths.py`` in a subprocess with a timeout and a memory cap, so that a
-hang, a crash or an allocation storm shows as such instead of taking the test run down.
+MMEngine's own loaders are tried with :mod:`cvt_backbone.engine` imported, as the project's
+configs and tools import it. Run by ``test_crafted_paths.py`` in a subprocess with a timeout
+and a memory cap, so that a hang, a crash or an allocation storm shows as such instead of
+taking the test run down.
 """
 import json
 import sys
@@ -14,6 +16,7 @@ def main(path: str, out_dir: str) -> None:
     from mmengine.runner import load_checkpoint
     from mmengine.runner.checkpoint import _load_checkpoint
 
+    import cvt_backbone.engine  # noqa: F401  (MMEngine's loaders, as the configs set them up)
     from cvt_backbone import CheckpointError, CvT, read_checkpoint
     from tests.helpers import TINY
     from tools.model_converters import cvt2mmpretrain

@@ -20,6 +20,8 @@ import pytest
 from tests.checkpoint import crafted
 from tests.helpers import ENV, ROOT, run_tool
 
+pytestmark = pytest.mark.slow
+
 #: Address space for a worker: torch and the toolboxes, plus room for honest work, but far
 #: from the gigabytes a memory bomb asks for.
 MEMORY_CAP = 6 << 30

@@ -5,6 +5,7 @@ from mmengine.runner import load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT, convert_official_cvt
 from cvt_backbone.checkpoint import canonical_checkpoint, detect_format, diff_state_dict
+import cvt_backbone.engine  # noqa: F401  (MMEngine's loaders, as the configs set them up)
 from tests.helpers import TINY, make_official
 
 

@@ -1,4 +1,5 @@
-"""A kill at any moment of a checkpoint save leaves a run that resumes from a complete file.
+"""A kill at any moment of a checkpoint save leaves a run that resumes from a complete file;
+what a checkpoint says about files removes only files this work dir's runs wrote.
 
 The run keeps one checkpoint (``max_keep_ckpts=1``). MMEngine's own hook removes the old
 checkpoint before it writes the new one and writes ``last_checkpoint`` in place: a kill in
@@ -15,11 +16,14 @@ import pytest
 import torch
 
 from cvt_backbone import read_checkpoint
-from cvt_backbone.checkpoint.io import TMP_SUFFIX
+from cvt_backbone.checkpoint.write import TMP_SUFFIX
 from tests.helpers import ENV, tiny_cls_config, train, train_until
 
+pytestmark = pytest.mark.slow
+
 SETTINGS = """
-custom_imports = dict(imports=['cvt_backbone', 'tests.save_stages'], allow_failed_imports=False)
+custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine', 'tests.save_stages'],
+                      allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))
 """
 #: The moments of the save after epoch 2, as tests.save_stages announces them.
@@ -64,3 +68,31 @@ def test_killed_while_saving_resumes_from_a_complete_checkpoint(config, uninterr
     assert not different, f'{len(different)} tensors differ from the uninterrupted run'
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_3.pth']
     assert not list(work.rglob(f'*{TMP_SUFFIX}'))  # a killed save's temporary is cleaned
+
+
+def test_files_a_foreign_checkpoint_names_are_never_removed(shapes_cls, tmp_path):
+    """A checkpoint copied into a new work dir claims files there (and elsewhere) as kept,
+    outdated, best and last; resuming from it with ``max_keep_ckpts=1`` removes none."""
+    config = tiny_cls_config(tmp_path / 'cfg.py', shapes_cls, max_epochs=2, extra="""
+        default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))
+    """)
+    train(config, tmp_path / 'elsewhere', '--cfg-options', 'default_hooks.checkpoint.'
+          'max_keep_ckpts=-1')
+    work, outside = tmp_path / 'work', tmp_path / 'outside'
+    work.mkdir()
+    outside.mkdir()
+    precious = [work / f'epoch_{i}.pth' for i in (3, 5, 6, 9)] + [
+        work / 'best_accuracy_top1_epoch_7.pth', outside / 'epoch_4.pth']
+    for path in precious:
+        path.write_text('precious')
+    checkpoint = read_checkpoint(tmp_path / 'elsewhere' / 'epoch_1.pth')
+    checkpoint['message_hub']['runtime_info'].update(
+        keep_ckpt_ids=[3, 5, 9], outdated_ckpt_ids=[6], best_ckpt=str(precious[4]),
+        best_ckpt_accuracy=str(precious[5]), last_ckpt=str(precious[3]))
+    torch.save(checkpoint, work / 'epoch_1.pth')
+
+    result = train(config, work, '--resume', work / 'epoch_1.pth')
+    assert 'resumed epoch: 1' in result.stdout
+    assert 'does not list as written in this work dir' in result.stdout + result.stderr
+    assert all(path.read_text() == 'precious' for path in precious)
+    assert (work / 'epoch_1.pth').is_file() and (work / 'epoch_2.pth').is_file()

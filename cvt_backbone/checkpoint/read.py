@@ -1,49 +1,57 @@
-"""Where checkpoints come from and where they go: safe reading, downloads, atomic writing.
+"""Where checkpoints come from: local files, transformers folders, safetensors, URLs.
 
-Reading (:func:`read_checkpoint`) takes a local file, a folder written by transformers'
+:func:`read_checkpoint` takes a local file, a folder written by transformers'
 ``save_pretrained`` (or a downloaded hub snapshot), an ``http(s)://`` URL, or bytes. The
 format is recognised from the content, never from the name: a ``torch.save`` file (read by
 :mod:`.decode`, which runs no code) or a ``.safetensors`` file (read by the
 ``safetensors`` library). Only regular files are opened: a FIFO, a device, or anything
 under ``/proc``, ``/sys`` or ``/dev`` is refused by name before it is read.
 
-URLs are downloaded once into ``<torch hub dir>/checkpoints/cvt_backbone/`` under a name
-this module makes (a hash of the URL and the URL's file name, reduced to safe characters),
-never extracted, and re-read with the same reader at every load.
-
-Writing (:func:`atomic_write_bytes`, :func:`atomic_save`, :func:`atomic_write_text`)
-goes to a hidden temporary file beside the target, which is flushed to disk and renamed
-over the target in one step; the folder is synced so the rename survives a power loss.
+URLs are downloaded once (:func:`download`: a connect and read timeout, a size cap, a
+temporary name until complete) into ``<torch hub dir>/checkpoints/cvt_backbone/`` under a
+name this module makes (a hash of the URL and the URL's file name, reduced to safe
+characters), never extracted, and re-read with the same reader at every load.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
 import os.path as osp
 import re
 import stat
+import time
 import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from collections import OrderedDict
-from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from torch.hub import tqdm  # tqdm where it is installed, else torch's own minimal bar
 
-from .errors import CheckpointError
 from .decode import decode_torch_file
+from .errors import CheckpointError
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
 #: Folders whose files are not checkpoints, whatever they are called.
 _SPECIAL_ROOTS = ('/proc/', '/sys/', '/dev/')
-#: Suffix of the temporary files (hidden: ``.<name>.<random>.tmp``) that writes go through.
-TMP_SUFFIX = '.tmp'
+#: Download limits, and the environment variables that override them.
+TIMEOUT_ENV, DEFAULT_TIMEOUT = 'CVT_DOWNLOAD_TIMEOUT', 30.0
+#: Above the largest published CvT file (CvT-W24 at 384 px from ImageNet-22k, about 1.2 GB).
+MAX_BYTES_ENV, DEFAULT_MAX_BYTES = 'CVT_DOWNLOAD_MAX_BYTES', 2 << 30
+#: A ``.partial`` file untouched this long belongs to no live download (see :func:`download`).
+STALE_PARTIAL_SECONDS = 3600
+_PARTIAL = re.compile(r'^[0-9a-f]{16}-[A-Za-z0-9._-]+\.[0-9a-f]{12}\.partial$')
+_CHUNK = 1 << 20
 _SAFETENSORS_HEADER_LIMIT = 100 << 20
+#: A CvT config.json is about 2 kB.
+_CONFIG_LIMIT = 1 << 20
 
 
 def is_url(source: object) -> bool:
@@ -177,18 +185,27 @@ def read_transformers_config(config_file: str) -> dict:
     """Read and check a transformers ``config.json`` of a CvT.
 
     Raises:
-        CheckpointError: not JSON, not a dict, or ``model_type`` is not ``'cvt'``.
+        CheckpointError: larger than a config can be, not JSON, nested deeper than Python
+            parses, not a JSON object, or ``model_type`` is not ``'cvt'``.
     """
     check_local_path(config_file)
+    if osp.getsize(config_file) > _CONFIG_LIMIT:
+        raise CheckpointError(f'{config_file!r} is {osp.getsize(config_file)} bytes, more than '
+                              f'a config.json can be ({_CONFIG_LIMIT})')
     try:
         with open(config_file, encoding='utf-8') as f:
             config = json.load(f)
     except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f'{config_file!r} is not valid JSON ({err})') from None
-    if not isinstance(config, dict) or config.get('model_type') != 'cvt':
-        kind = config.get('model_type') if isinstance(config, dict) else type(config).__name__
+    except RecursionError:
+        raise CheckpointError(f'{config_file!r} nests its values too deeply to be a '
+                              f'config.json') from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{config_file!r} holds a JSON {type(config).__name__}, not the '
+                              f'object of a config.json')
+    if config.get('model_type') != 'cvt':
         raise CheckpointError(f'{config_file!r} describes a transformers model of type '
-                              f'{kind!r}, not a CvT (model_type "cvt")')
+                              f'{config.get("model_type")!r}, not a CvT (model_type "cvt")')
     return config
 
 
@@ -210,31 +227,128 @@ def cache_path(url: str) -> str:
     return osp.join(url_cache_dir(), f'{digest}-{name}')
 
 
+def _env_limit(name: str, default: float, kind: type) -> float:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not number > 0:
+        raise CheckpointError(f'{name}={value!r} is not a positive {kind.__name__}')
+    return number
+
+
+def download_limits() -> tuple[float, int]:
+    """The read timeout (seconds) and size cap (bytes) of :func:`download`.
+
+    ``CVT_DOWNLOAD_TIMEOUT`` and ``CVT_DOWNLOAD_MAX_BYTES`` override 30 s and 2 GiB.
+
+    Raises:
+        CheckpointError: a variable is set to something other than a positive number.
+    """
+    return (_env_limit(TIMEOUT_ENV, DEFAULT_TIMEOUT, float),
+            int(_env_limit(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, int)))
+
+
+def remove_stale_partials(folder: str, timeout: float) -> None:
+    """Remove the ``.partial`` files of downloads that died (killed, powered off).
+
+    A live download writes at least once per read timeout, so a partial file whose last
+    write is older than an hour (or twice the timeout, if that is longer) has no writer. Only
+    names :func:`download` makes are touched.
+    """
+    cutoff = time.time() - max(STALE_PARTIAL_SECONDS, 2 * timeout)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if _PARTIAL.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+
+def _network_error(err: BaseException, timeout: float) -> str:
+    """Why a download failed, in words: HTTP status, timeout, broken answer, socket error."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f'HTTP {err.code} {err.reason}'
+    if isinstance(err, urllib.error.URLError) and isinstance(err.reason, BaseException):
+        err = err.reason
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
+        return f'no answer within {timeout:g} s (set {TIMEOUT_ENV} to wait longer)'
+    if isinstance(err, http.client.IncompleteRead):
+        return 'the connection closed before the whole file arrived'
+    if isinstance(err, http.client.BadStatusLine):
+        return f'the server sent no valid HTTP status line ({type(err).__name__})'
+    if isinstance(err, http.client.HTTPException):
+        return f'the answer is not valid HTTP ({type(err).__name__}: {err})'
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(getattr(err, 'reason', '') or err) or type(err).__name__
+
+
+def _fetch(url: str, partial: str, timeout: float, max_bytes: int, progress: bool) -> None:
+    """Stream ``url`` into the new file ``partial``, enforcing ``max_bytes`` as it arrives."""
+    request = urllib.request.Request(url, headers={'User-Agent': 'cvt-backbone'})
+    with urllib.request.urlopen(request, timeout=timeout) as response, \
+            open(partial, 'xb') as out:
+        declared = response.headers.get('Content-Length')
+        declared = int(declared) if declared and declared.strip().isdigit() else None
+        if declared is not None and declared > max_bytes:
+            raise CheckpointError(f'Refused to download checkpoint {url}: it announces '
+                                  f'{declared} bytes, more than the {max_bytes} allowed (set '
+                                  f'{MAX_BYTES_ENV} to allow more)')
+        received = 0
+        with tqdm(total=declared, disable=not progress, unit='B', unit_scale=True,
+                  unit_divisor=1024) as bar:
+            while chunk := response.read(_CHUNK):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise CheckpointError(f'Stopped downloading checkpoint {url}: it sent more '
+                                          f'than the {max_bytes} bytes allowed (set '
+                                          f'{MAX_BYTES_ENV} to allow more)')
+                out.write(chunk)
+                bar.update(len(chunk))
+        if declared is not None and received != declared:
+            raise CheckpointError(f'Could not download checkpoint {url}: the connection closed '
+                                  f'after {received} of {declared} bytes')
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def download(url: str, progress: bool = True) -> str:
     """Download ``url`` into the cache once; return the cached file.
+
+    The bytes go to ``<cache file>.<random>.partial``, which is renamed to the cache file
+    when complete and removed on any failure; partial files that a killed process left are
+    removed when the next download starts (:func:`remove_stale_partials`). The connection
+    and every read wait at most the timeout, and no more than the size cap is accepted
+    (:func:`download_limits`).
 
     Args:
         url: An ``http(s)://`` URL.
         progress: Show a progress bar while downloading.
 
     Raises:
-        CheckpointError: the URL cannot be fetched (the message says why: HTTP status or
-            network error).
+        CheckpointError: the URL cannot be fetched, is too large or does not answer in
+            time; one line says which (HTTP status, timeout, network error, size).
     """
     target = cache_path(url)
     if osp.isfile(target):
         return target
-    os.makedirs(osp.dirname(target), exist_ok=True)
+    timeout, max_bytes = download_limits()
+    folder = osp.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_partials(folder, timeout)
     partial = f'{target}.{uuid.uuid4().hex[:12]}.partial'
     try:
-        torch.hub.download_url_to_file(url, partial, progress=progress)
+        _fetch(url, partial, timeout, max_bytes, progress)
         os.replace(partial, target)
-    except urllib.error.HTTPError as err:
-        raise CheckpointError(f'Could not download checkpoint {url}: HTTP {err.code} '
-                              f'{err.reason}') from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, 'reason', None) or err
-        raise CheckpointError(f'Could not download checkpoint {url}: {reason}') from None
+    except CheckpointError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+        raise CheckpointError(f'Could not download checkpoint {url}: '
+                              f'{_network_error(err, timeout)}') from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
@@ -322,72 +436,3 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
     stream, size = _open_regular(path)
     with stream:
         return _place(_read_stream(stream, size, repr(path), path), map_location)
-
-
-# --------------------------------------------------------------------------- writing
-def _fsync_dir(directory: str) -> None:
-    """Flush a folder's entries (a finished rename) to disk, where the platform allows it."""
-    if not hasattr(os, 'O_DIRECTORY'):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(data: bytes, filepath: str | Path) -> None:
-    """Write ``data`` to ``filepath`` so that readers see the old file or the whole new one.
-
-    The bytes go to ``.<name>.<random>.tmp`` beside the target (same file system, so the
-    rename is atomic), are fsynced, and replace the target with ``os.replace``; then the
-    folder is fsynced. The new file gets the permissions a plain ``open(filepath, 'wb')``
-    would give it. On an exception the temporary file is removed; only a process killed
-    mid-write leaves one behind (hidden, never under the target's name).
-
-    Args:
-        data: The file's new content.
-        filepath: The target; missing parent folders are created.
-    """
-    filepath = os.fspath(filepath)
-    directory = osp.dirname(osp.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    tmp = osp.join(directory, f'.{osp.basename(filepath)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}')
-    # O_EXCL: never write through someone else's file; mode 0o666 is filtered by the umask
-    # exactly as open(..., 'wb') would be.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_write_text(text: str, filepath: str | Path, encoding: str = 'utf-8') -> None:
-    """:func:`atomic_write_bytes` for text."""
-    atomic_write_bytes(text.encode(encoding), filepath)
-
-
-def atomic_save(obj: object, filepath: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``filepath`` atomically (see :func:`atomic_write_bytes`)."""
-    with io.BytesIO() as buffer:
-        torch.save(obj, buffer)
-        atomic_write_bytes(buffer.getvalue(), filepath)
-
-
-def atomic_save_safetensors(state_dict: dict, filepath: str | Path,
-                            metadata: dict[str, str] | None = None) -> None:
-    """Write a state dict as a ``.safetensors`` file atomically.
-
-    Tensors that share memory are written as separate copies (safetensors stores no views).
-    """
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    atomic_write_bytes(save(tensors, metadata=metadata), filepath)

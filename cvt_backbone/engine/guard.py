@@ -1,12 +1,12 @@
 """Where MMEngine reads and writes checkpoints, this package's reader and writer take over.
 
-Importing this module (``import cvt_backbone`` does) makes these changes to MMEngine, for
-every toolbox in the process:
+Importing this module (``import cvt_backbone.engine`` does; ``import cvt_backbone`` does
+not) makes these changes to MMEngine, for every toolbox in the process:
 
 * **Every checkpoint scheme** of ``mmengine.runner.CheckpointLoader`` (local paths,
   ``http(s)://``, ``torchvision://`` / ``modelzoo://``, ``open-mmlab://`` /
   ``openmmlab://``, ``mmcls://``, ``s3://`` / ``petrel://``, ``pavi://``) reads through
-  :func:`~cvt_backbone.checkpoint.io.read_checkpoint`, which runs no code; local files that
+  :func:`~cvt_backbone.checkpoint.read.read_checkpoint`, which runs no code; local files that
   a scheme resolves to are read the same way. ``init_cfg``, ``load_from``, ``--resume``,
   ``load_checkpoint`` and the inferencers all load through these.
 * **Checkpoint-borne strings that MMEngine acts on are made harmless**
@@ -34,9 +34,10 @@ from mmengine.infer import BaseInferencer
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
-from .convert import canonical_checkpoint
-from .errors import CheckpointError
-from .io import atomic_write_bytes, download, read_checkpoint
+from ..checkpoint.convert import canonical_checkpoint
+from ..checkpoint.errors import CheckpointError
+from ..checkpoint.read import download, is_url, read_checkpoint
+from ..checkpoint.write import atomic_write_bytes
 
 #: Config text in a checkpoint, and who would run it as Python (``Config.fromstring``).
 CONFIG_TEXT = {
@@ -105,8 +106,7 @@ def sanitize_checkpoint(checkpoint: object, source: str | None = None) -> object
 def load_for_mmengine(source: str | bytes, map_location: object = None,
                       label: str | None = None) -> object:
     """What every MMEngine checkpoint scheme returns: safely read, canonical, sanitized."""
-    local = source if isinstance(source, str) and not source.startswith(
-        ('http://', 'https://')) else None
+    local = source if isinstance(source, str) and not is_url(source) else None
     checkpoint = read_checkpoint(source, map_location or 'cpu')
     checkpoint = canonical_checkpoint(checkpoint, label or repr(source))
     return sanitize_checkpoint(checkpoint, local)
@@ -253,7 +253,8 @@ class AtomicLocalBackend(LocalBackend):
     """
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
-        """Write bytes to ``filepath`` atomically (see :func:`~.io.atomic_write_bytes`)."""
+        """Write bytes to ``filepath`` atomically (see
+        :func:`~cvt_backbone.checkpoint.write.atomic_write_bytes`)."""
         atomic_write_bytes(obj, filepath)
 
     def put_text(self, obj: str, filepath: str | Path, encoding: str = 'utf-8') -> None:

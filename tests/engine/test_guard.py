@@ -1,5 +1,6 @@
-"""MMEngine's loading made safe: every scheme reads through this package's reader, config text
-stored in a checkpoint never runs, checkpoint paths stored in it are never acted on."""
+"""MMEngine's loading made safe by the engine module: every scheme reads through this
+package's reader, config text stored in a checkpoint never runs, checkpoint paths stored in it
+are never acted on."""
 import json
 import os
 import textwrap
@@ -9,7 +10,7 @@ import torch
 from mmengine.runner import CheckpointLoader, load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT, read_checkpoint
-from cvt_backbone.checkpoint import guard
+from cvt_backbone.engine import guard
 from tests.checkpoint import crafted
 from tests.helpers import TINY, serve, tiny_cls_config, train
 
@@ -117,6 +118,7 @@ def trained(shapes_cls, tmp_path_factory):
     return config, tmp / 'work'
 
 
+@pytest.mark.slow
 def test_resume_never_runs_config_text_nor_deletes_named_files(trained, tmp_path):
     """``meta.config`` is what Runner.resume evaluates; ``best_ckpt`` what CheckpointHook
     deletes when a better checkpoint comes. Neither is acted on."""
