@@ -18,7 +18,7 @@ def _isolate_default_scope():
 @pytest.fixture(scope='session')
 def shapes_cls(tmp_path_factory) -> Path:
     """16 + 4 generated 32x32 classification images (the demo's generator)."""
-    from tools.demo.shapes import make_classification_set
+    from cvt_backbone.demo.shapes import make_classification_set
     root = tmp_path_factory.mktemp('data') / 'shapes_cls'
     make_classification_set(str(root), num_train=16, num_val=4, size=32)
     return root

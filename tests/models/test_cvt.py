@@ -235,17 +235,15 @@ def test_builds_on_the_meta_device_without_memory():
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 276.17
 
 
-def test_each_setting_has_one_spelling():
-    """kv_strides and drop_path_rates are arguments, not arch keys; former spellings are
-    refused with what to write instead."""
-    with pytest.raises(ValueError, match=r'write CvT\(arch=\.\.\., kv_strides='):
-        CvT(arch=dict(TINY, kv_strides=[1, 1, 1]))
-    with pytest.raises(ValueError, match=r'write CvT\(arch=\.\.\., drop_path_rates='):
-        CvT(arch=dict(TINY, drop_path_rates=[0., 0., 0.1]))
+def test_unknown_arguments_are_named():
+    """Swin's single drop_path_rate gets what to write instead; kv_strides is an argument,
+    not an arch key."""
     with pytest.raises(TypeError, match=r'drop_path_rates=\[0\., 0\., RATE\]'):
         CvT(arch=TINY, drop_path_rate=0.1)
-    with pytest.raises(TypeError, match='fused is now fast_kernels'):
-        CvT(arch=TINY, fused=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+        CvT(arch=TINY, no_such_option=False)
+    with pytest.raises(ValueError, match=r"Unknown keys \['kv_strides'\]"):
+        CvT(arch=dict(TINY, kv_strides=[1, 1, 1]))
     model = CvT(arch=TINY, kv_strides=[1, 2, 4])
     assert [s.blocks[0].attn.conv_proj.k.conv.stride[0] for s in model.stages] == [1, 2, 4]
 

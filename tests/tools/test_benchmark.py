@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cvt_backbone import CvT
+from cvt_backbone.analysis.benchmark.cases import MODELS, Case, default_cases, quick_cases, select
+from cvt_backbone.analysis.benchmark.report import bar_chart, markdown_table, speedups
+from cvt_backbone.analysis.benchmark.runner import Settings, SubprocessRunner, measure
 from tests.helpers import PORTABLE, ROOT, port_of, randomize_norms
-from tools.analysis_tools.bench.cases import MODELS, Case, default_cases, quick_cases, select
-from tools.analysis_tools.bench.report import bar_chart, markdown_table, speedups
-from tools.analysis_tools.bench.runner import Settings, SubprocessRunner, measure
 
 
 @pytest.mark.parametrize('kwargs', [dict(), dict(kv_strides=[4, 2, 2])])

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
+from cvt_backbone.demo.helpers import read_losses
 from tests.helpers import ROOT
-from tools.demo.helpers import read_losses
 
 
 @pytest.fixture(scope='module')

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cvt_backbone.analysis.models import build_config_model
 from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.demo.helpers import read_losses
+from cvt_backbone.demo.picture import DPI, PANEL_INCHES, DemoModels, draw_demo_picture
+from cvt_backbone.demo.progress import StepProgress, follow, parse_log_line
+from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import ROOT, tiny_cls_config, train
-from tools.analysis_tools.models import build_config_model
-from tools.demo.helpers import read_losses
-from tools.demo.picture import DPI, PANEL_INCHES, DemoModels, draw_demo_picture
-from tools.demo.progress import StepProgress, follow, parse_log_line
-from tools.demo.shapes import CLASSES, make_classification_set, make_scene_set
 
 
 @pytest.fixture(scope='module')

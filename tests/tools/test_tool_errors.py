@@ -18,8 +18,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from cvt_backbone.demo.shapes import make_classification_set
 from tests.helpers import ROOT
-from tools.demo.shapes import make_classification_set
 
 CONFIG = str(ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py')
 
