@@ -95,6 +95,7 @@ def test_every_model_has_a_port_or_none():
         assert spec.port is None or MODELS[spec.port].kind == 'port', key
 
 
+@pytest.mark.slow
 def test_benchmark_tool_quick_run(tmp_path):
     out = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark.py', '--quick', '--cases',

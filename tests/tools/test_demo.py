@@ -17,6 +17,8 @@ import pytest
 from cvt_backbone.demo.helpers import read_losses
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 
 @pytest.fixture(scope='module')
 def quick_demo(tmp_path_factory):

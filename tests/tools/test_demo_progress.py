@@ -34,6 +34,7 @@ def training_log(tmp_path_factory, shapes_cls) -> tuple[Path, list[str]]:
     return work_dir, log.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_progress_lines_say_what_mmengine_logged(training_log):
     work_dir, lines = training_log
     parsed = [p for p in map(parse_log_line, lines) if p and p.mode == 'train']
@@ -46,6 +47,7 @@ def test_progress_lines_say_what_mmengine_logged(training_log):
         assert p.eta is not None
 
 
+@pytest.mark.slow
 def test_the_bar_ends_at_the_total_with_epoch_and_loss(training_log):
     _, lines = training_log
     out = io.StringIO()
@@ -79,6 +81,7 @@ def test_parse_log_line_reads_every_loop_kind(line, expected):
                 parsed.eta) == expected
 
 
+@pytest.mark.slow
 def test_follow_waits_for_the_end_of_a_line(tmp_path):
     log_file = tmp_path / 'run.log'
     writer = ("import sys, time\n"

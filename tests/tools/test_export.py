@@ -171,6 +171,7 @@ def tool_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
 
 
 @needs_deploy
+@pytest.mark.slow
 def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     tmp, result = classifier_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -193,6 +194,7 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     ('no_extra', 'is not installed: the ONNX tools need the [deploy] extra '
                  '(pip install -e .[deploy])'),
 ])
+@pytest.mark.slow
 def test_bad_input_gets_one_error_line(tool_runs, case, message):
     result = tool_runs[case]
     assert result.returncode != 0

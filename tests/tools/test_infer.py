@@ -25,6 +25,8 @@ from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scen
 from tests.helpers import ENV, ROOT, run_tool
 from tests.tools.infer_worker import run as run_inferencer
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 DEMO = {
     'mmdet': ROOT / 'configs' / 'demo' / 'mask-rcnn_cvt-tiny_fpn_shapes.py',
     'mmseg': ROOT / 'configs' / 'demo' / 'upernet_cvt-tiny_shapes.py',

@@ -22,6 +22,8 @@ from cvt_backbone.checkpoint import convert_keys
 from tests import helpers
 from tests.helpers import ROOT, build_port, load_script, official_keys
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 converter = load_script('model_converters/cvt2mmpretrain.py')
 
 pytest.importorskip('transformers')

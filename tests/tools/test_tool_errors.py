@@ -21,6 +21,8 @@ from mmengine.config import Config
 from cvt_backbone.demo.shapes import make_classification_set
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 CONFIG = str(ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py')
 
 

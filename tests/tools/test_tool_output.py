@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import run_tool, tiny_cls_config, train
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 #: Third-party lines the tools' entry points silence.
 NOISE = ('pkg_resources is deprecated', 'paramwise_options', 'PyTorch compiling details',
          '"FileClient" will be deprecated', 'HardDiskBackend')
