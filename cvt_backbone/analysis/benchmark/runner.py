@@ -222,7 +222,8 @@ class SubprocessRunner:
         """
         request = dict(case=case.to_dict(), settings=dataclasses.asdict(self.settings),
                        macs=self._macs.get(self._macs_key(case)))
-        command = [sys.executable, '-m', 'cvt_backbone.analysis.benchmark.runner', json.dumps(request)]
+        command = [sys.executable, '-m', 'cvt_backbone.analysis.benchmark.runner',
+                   json.dumps(request)]
         start = time.perf_counter()
         result = None
         with tempfile.TemporaryFile('w+') as errors:
