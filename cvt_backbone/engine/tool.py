@@ -3,7 +3,8 @@
 Importing this module silences, in this process, what is not the user's business (the
 library itself filters nothing; only the tools import this):
 
-* setuptools' ``pkg_resources is deprecated`` warning, which mmengine triggers at import;
+* setuptools' ``pkg_resources is deprecated`` warning, which mmengine triggers when it looks
+  up an installed package (``mmengine.utils.is_installed``);
 * MMEngine's log lines that repeat for every parameter (``paramwise_options -- ...``, 79 of
   them for the demo classifier) or announce its own internal deprecations;
 * the compiler and build flags in MMEngine's environment report (the torch version stays).
