@@ -18,7 +18,32 @@ def _isolate_default_scope():
 @pytest.fixture(scope='session')
 def shapes_cls(tmp_path_factory) -> Path:
     """16 + 4 generated 32x32 classification images (the demo's generator)."""
-    from tools.demo.shapes import make_classification_set
+    from cvt_backbone.demo.shapes import make_classification_set
     root = tmp_path_factory.mktemp('data') / 'shapes_cls'
     make_classification_set(str(root), num_train=16, num_val=4, size=32)
     return root
+
+
+@pytest.fixture(scope='session')
+def trained_cls(shapes_cls, tmp_path_factory) -> dict:
+    """The demo classifier through the tools once, for every test that reads a run.
+
+    ``tools/train.py`` on a 2-epoch config shortened to 1 epoch with ``--cfg-options`` (2
+    iterations, each logged; ``epoch_1.pth``), then ``tools/test.py`` with ``--show-dir vis``
+    and ``--metrics-out``.
+
+    Returns:
+        ``tmp`` (the folder), ``work_dir``, ``config``, ``data``, and the two
+        ``CompletedProcess`` results ``trained`` and ``tested``.
+    """
+    from tests.helpers import run_tool, tiny_cls_config, train
+
+    tmp = tmp_path_factory.mktemp('trained_cls')
+    config = tiny_cls_config(tmp / 'cfg.py', shapes_cls, max_epochs=2)
+    work_dir = tmp / 'work'
+    trained = train(config, work_dir, '--cfg-options', 'train_cfg.max_epochs=1')
+    tested = run_tool('test.py', config, work_dir / 'epoch_1.pth', '--work-dir', work_dir,
+                      '--show-dir', 'vis', '--metrics-out', tmp / 'metrics.json')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    return dict(tmp=tmp, work_dir=work_dir, config=config, data=shapes_cls, trained=trained,
+                tested=tested)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,18 +10,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from cvt_backbone import CvT
-from tools.analysis_tools.port import build_port, port_of, randomize_norms  # noqa: F401
+from cvt_backbone.analysis.port import build_port, port_of, randomize_norms  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A small three-stage arch every test can build in milliseconds.
 TINY = dict(embed_dims=[16, 32, 48], depths=[1, 1, 2], num_heads=[1, 2, 3])
 #: The smallest arch the transformers port can build (it needs more than i blocks in stage i).
 PORTABLE = dict(embed_dims=[16, 32, 48], depths=[1, 2, 3], num_heads=[1, 2, 3])
-#: Subprocesses find the package, the tools and the test hooks (``tests.training_hooks``).
+#: Subprocesses find this checkout's package and the test hooks (``tests.training_hooks``).
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])]))
 
@@ -31,6 +33,16 @@ def run_tool(script: str, *args: object, timeout: float = 600, env: dict | None 
     return subprocess.run([sys.executable, str(ROOT / 'tools' / script), *map(str, args)],
                           cwd=ROOT, env=env or ENV, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def load_script(script: str) -> ModuleType:
+    """``tools/<script>`` as a module, to call its ``main`` in this process (its
+    ``if __name__ == '__main__'`` block does not run)."""
+    path = ROOT / 'tools' / script
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def official_keys(state_dict: dict) -> OrderedDict:

@@ -17,16 +17,11 @@ import glob
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
-from cvt_backbone.checkpoint import atomic_write_text, check_local_path  # noqa: E402
-from cvt_backbone.engine import ConfigError  # noqa: E402
-from cvt_backbone.engine.runner import load_config, run_tool  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
+from cvt_backbone.checkpoint import atomic_write_text, check_local_path
+from cvt_backbone.engine import ConfigError
+from cvt_backbone.engine.runner import load_config, run_tool
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

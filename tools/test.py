@@ -9,22 +9,16 @@ Examples::
 import argparse
 import json
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import DictAction
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-from mmengine.config import DictAction  # noqa: E402
-
-import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
-from cvt_backbone.checkpoint import atomic_write_text, check_local_path  # noqa: E402
-from cvt_backbone.checkpoint import is_url  # noqa: E402
-from cvt_backbone.engine import (CompleteCheckpointHook, ConfigError,  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
+from cvt_backbone.checkpoint import atomic_write_text, check_local_path
+from cvt_backbone.checkpoint import is_url
+from cvt_backbone.engine import (CompleteCheckpointHook, ConfigError,
                                  check_data_paths, check_model_config, prepare_config)
-from cvt_backbone.engine.runner import build_runner, load_config, run_tool  # noqa: E402
-from cvt_backbone.engine.visualization import enable_visualization  # noqa: E402
+from cvt_backbone.engine.runner import build_runner, load_config, run_tool
+from cvt_backbone.engine.visualization import enable_visualization
 
 
 def parse_args() -> argparse.Namespace:

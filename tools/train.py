@@ -10,20 +10,14 @@ The config's ``default_scope`` picks the toolbox. Examples::
 """
 import argparse
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import DictAction
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-from mmengine.config import DictAction  # noqa: E402
-
-import cvt_backbone.engine  # noqa: E402,F401  (registers CvT; MMEngine-wide protections)
-from cvt_backbone.engine import (CompleteCheckpointHook, RandomStateHook,  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
+from cvt_backbone.engine import (CompleteCheckpointHook, RandomStateHook,
                                  check_data_paths, check_model_config, prepare_config)
-from cvt_backbone.engine.resume import resolve_resume  # noqa: E402
-from cvt_backbone.engine.runner import build_runner, load_config, run_tool  # noqa: E402
+from cvt_backbone.engine.resume import resolve_resume
+from cvt_backbone.engine.runner import build_runner, load_config, run_tool
 
 
 def parse_args() -> argparse.Namespace:

@@ -82,7 +82,8 @@ def capture_block_inputs(model: CvT, images: torch.Tensor, stage: int, block: in
 
 def key_grid(attn: ConvAttention, hw_shape: tuple[int, int]) -> tuple[int, int]:
     """``(H', W')`` of the keys: the map after the key projection's stride."""
-    conv = attn.conv_proj.k.conv
+    conv = attn.conv_proj.k
+    conv = getattr(conv, 'conv', conv)  # after switch_to_deploy the fused convolution itself
     return tuple(conv_out_size(s, conv.kernel_size[0], conv.stride[0], conv.padding[0])
                  for s in hw_shape)
 

@@ -11,8 +11,9 @@ Every detail that decides whether the official checkpoints reproduce the officia
 (QuickGELU, the attention scale over the whole stage width, the class token bypassing the
 depthwise projection, per-stage stochastic depth, LayerNorm eps 1e-5) follows the official
 code; :mod:`cvt_backbone.checkpoint.convert` holds the weight names of the published
-checkpoints. Faster formulations of the same layers live in :mod:`.ops`, behind one switch
-(``fast_kernels``).
+checkpoints. The attention runs either as the paper writes it or through PyTorch's fused
+kernels (:mod:`.ops`), behind one switch (``fast_kernels``); :meth:`CvT.switch_to_deploy`
+folds each projection's BatchNorm into its depthwise convolution for inference.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..checkpoint.loading import cvt_load_state_dict_pre_hook, load_cvt_weights
 from . import ops
@@ -109,9 +111,8 @@ class ConvEmbed(nn.Module):
 class DepthwiseConvBN(nn.Module):
     """A depthwise convolution (no bias) followed by BatchNorm: the ``dw_bn`` projection.
 
-    With ``fast_kernels`` and a BatchNorm that uses its running statistics (eval mode, or
-    ``norm_eval``) the two run as one convolution (:func:`.ops.conv_bn`). In train mode the
-    BatchNorm normalises with batch statistics and runs as a layer of its own.
+    :meth:`fuse` gives the one convolution that computes the same while the BatchNorm uses
+    its running statistics (:meth:`CvT.switch_to_deploy` swaps it in).
 
     Args:
         channels: Channels in and out.
@@ -124,20 +125,16 @@ class DepthwiseConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
                               groups=channels, bias=False)
-        # The same values with the strides that the channels-last maps give its gradient,
-        # (k*k, 1, k, 1) instead of (k*k, k*k, k, 1): DDP expects a gradient's strides to be
-        # its parameter's, and warns at every step otherwise.
-        weight = self.conv.weight.data
-        self.conv.weight.data = weight.as_strided(weight.shape, (kernel_size * kernel_size, 1,
-                                                                 kernel_size, 1))
         self.bn = nn.BatchNorm2d(channels)
-        self.fast_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, C, H, W)`` to ``(B, C, H', W')``, ``H' = floor((H + 2p - k) / s) + 1``."""
-        if self.fast_kernels and not self.bn.training:
-            return ops.conv_bn(x, self.conv, self.bn)
         return self.bn(self.conv(x))
+
+    def fuse(self) -> nn.Conv2d:
+        """A new depthwise convolution (with bias) equal to this layer in eval mode:
+        ``weight * gamma / sqrt(var + eps)``, ``beta - mean * gamma / sqrt(var + eps)``."""
+        return fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
 
 
 class ConvProjection(nn.Module):
@@ -158,9 +155,16 @@ class ConvProjection(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 3, kv_stride: int = 2,
                  padding: int = 1) -> None:
         super().__init__()
-        self.q = DepthwiseConvBN(channels, kernel_size, 1, padding)
-        self.k = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
-        self.v = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
+        self.q: nn.Module = DepthwiseConvBN(channels, kernel_size, 1, padding)
+        self.k: nn.Module = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
+        self.v: nn.Module = DepthwiseConvBN(channels, kernel_size, kv_stride, padding)
+
+    def switch_to_deploy(self) -> None:
+        """Replace each :class:`DepthwiseConvBN` by its fused convolution (for inference)."""
+        for name in ('q', 'k', 'v'):
+            proj = getattr(self, name)
+            if isinstance(proj, DepthwiseConvBN):
+                setattr(self, name, proj.fuse())
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int], with_cls_token: bool
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,10 +192,10 @@ class ConvProjection(nn.Module):
 class ConvAttention(nn.Module):
     """Multi-head self-attention over convolutional projections.
 
-    The attention itself runs through ``F.scaled_dot_product_attention``
-    (:func:`.ops.attention`), so no query-by-key matrix is materialised by this code. The
-    logits are scaled by ``embed_dims ** -0.5`` (the whole stage width, as the official model
-    does), not by the head width.
+    With ``fast_kernels`` the attention runs through ``F.scaled_dot_product_attention``, whose
+    fused kernels never hold the query-by-key matrix; without, as the explicit softmax
+    (:func:`.ops.attention`). The logits are scaled by ``embed_dims ** -0.5`` (the whole
+    stage width, as the official model does), not by the head width.
 
     Args:
         embed_dims: Token channels.
@@ -239,11 +243,7 @@ class ConvAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Two linear layers with an activation between them.
-
-    With QuickGELU and ``fast_kernels`` the MLP runs in the SiLU form
-    (:func:`.ops.silu_mlp`): the same function, one elementwise kernel, one stored
-    activation.
+    """Two linear layers with an activation between them: ``fc2(act(fc1(x)))``.
 
     Args:
         embed_dims: Input and output channels.
@@ -259,12 +259,9 @@ class Mlp(nn.Module):
         self.act = build_act(act_cfg)
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
-        self.fast_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, C) -> (B, N, C)``."""
-        if self.fast_kernels and isinstance(self.act, QuickGELU):
-            return self.drop(ops.silu_mlp(x, self.fc1, self.fc2, self.act.alpha, self.drop))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -427,8 +424,8 @@ class CvT(BaseModule):
             statistics, as detection and segmentation with small batches want).
         with_cp: Activation checkpointing per residual branch (attention, MLP) of every
             block: less memory, the same gradients, one more forward computation.
-        fast_kernels: Compute with the fast formulations of :mod:`.ops` (see
-            :meth:`use_fast_kernels`); False: the layer-by-layer reference.
+        fast_kernels: Attention through ``F.scaled_dot_product_attention`` (see
+            :meth:`use_fast_kernels`); False: the explicit softmax, as the paper writes it.
         pretrained: A checkpoint to start from, as mmseg's segmentors pass it (the same as
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)``, or None for the official
@@ -447,13 +444,6 @@ class CvT(BaseModule):
     optional_arch_keys = ('patch_sizes', 'patch_strides', 'patch_paddings', 'cls_token',
                           'mlp_ratio')
     out_types = ('featmap', 'cls_token')
-    #: Former spellings, and what to write instead.
-    _moved = {
-        'kv_strides': "kv_strides is an argument of CvT, not an arch key: write "
-                      "CvT(arch=..., kv_strides=[...])",
-        'drop_path_rates': "drop_path_rates is an argument of CvT, not an arch key: write "
-                           "CvT(arch=..., drop_path_rates=[...])",
-    }
 
     def __init__(self,
                  arch: str | dict = 'cvt-13',
@@ -472,8 +462,8 @@ class CvT(BaseModule):
                  fast_kernels: bool = True,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None,
-                 **former) -> None:
-        self._refuse_former_arguments(former)
+                 **unknown) -> None:
+        self._refuse_unknown_arguments(unknown)
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('CvT got both pretrained and init_cfg: pass one of them '
@@ -534,18 +524,14 @@ class CvT(BaseModule):
                                                 with_module=True)
 
     # ------------------------------------------------------------------ argument parsing
-    @classmethod
-    def _refuse_former_arguments(cls, former: dict) -> None:
-        hints = {
-            'drop_path_rate': 'CvT takes per-stage rates: write drop_path_rates=[0., 0., '
-                              'RATE] for the official pattern (the rate rises from 0 over the '
-                              'blocks of each stage)',
-            'fused': 'fused is now fast_kernels (same meaning)',
-        }
-        for name in former:
-            if name not in hints:
-                raise TypeError(f'CvT got an unexpected keyword argument {name!r}')
-            raise TypeError(f'CvT has no argument {name!r} any more: {hints[name]}')
+    @staticmethod
+    def _refuse_unknown_arguments(unknown: dict) -> None:
+        for name in unknown:
+            if name == 'drop_path_rate':  # what Swin and ViT configs say
+                raise TypeError('CvT has no argument drop_path_rate: it takes per-stage '
+                                'rates, write drop_path_rates=[0., 0., RATE] for the official '
+                                'pattern (the rate rises from 0 over the blocks of each stage)')
+            raise TypeError(f'CvT got an unexpected keyword argument {name!r}')
 
     @staticmethod
     def _per_stage(name: str, value: object, num_stages: int, kind: type, minimum: float
@@ -584,9 +570,6 @@ class CvT(BaseModule):
             arch = cls.arch_settings[arch.lower()]
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
-        for key, hint in cls._moved.items():
-            if key in arch:
-                raise ValueError(hint)
         missing = [k for k in cls.required_arch_keys if k not in arch]
         if missing:
             raise ValueError(f'Custom CvT arch is missing the keys {missing}; it needs '
@@ -698,24 +681,42 @@ class CvT(BaseModule):
         return self
 
     def use_fast_kernels(self, enabled: bool = True) -> 'CvT':
-        """Switch between the fast formulations of :mod:`.ops` and the plain reference.
+        """Switch the attention between PyTorch's fused kernels and the plain reference.
 
-        Fast: projection BatchNorms that use running statistics (eval mode or ``norm_eval``)
-        are folded into their depthwise convolutions, QuickGELU MLPs run in the SiLU form,
-        and the CPU attention backward groups queries to use every thread. The fast forms
-        are derived from the parameters at each call, so the state dict, checkpoints and
-        training are unaffected and the switch may be flipped at any time. Both compute
-        the same function up to float rounding.
+        Fast: ``F.scaled_dot_product_attention``, which never holds the query-by-key score
+        matrix. Reference: ``softmax(q @ k^T * scale) @ v`` written out. Every other layer
+        is the same module either way (convolution, BatchNorm, LayerNorm, Linear,
+        activation), so the state dict, checkpoints and training are unaffected and the
+        switch may be flipped at any time. Both compute the same function up to float
+        rounding.
 
         Args:
-            enabled: True for the fast formulations, False for the reference.
+            enabled: True for the fused kernels, False for the reference.
 
         Returns:
             The model itself.
         """
         for module in self.modules():
-            if isinstance(module, (DepthwiseConvBN, ConvAttention, Mlp)):
+            if isinstance(module, ConvAttention):
                 module.fast_kernels = enabled
+        return self
+
+    def switch_to_deploy(self) -> 'CvT':
+        """Fold each projection's BatchNorm into its depthwise convolution, for inference.
+
+        Each :class:`DepthwiseConvBN` becomes one ``nn.Conv2d`` with a bias (its running
+        statistics and affine parameters folded in), the same function as the pair in eval
+        mode. This is one-way: the model then has no projection BatchNorms to train, and
+        its state dict holds ``conv_proj.{q,k,v}.weight`` / ``.bias`` instead of
+        ``conv_proj.{q,k,v}.conv.*`` / ``.bn.*``, so load weights before switching. Calling
+        it again does nothing.
+
+        Returns:
+            The model itself.
+        """
+        for module in self.modules():
+            if isinstance(module, ConvProjection):
+                module.switch_to_deploy()
         return self
 
     # ------------------------------------------------------------------ weights

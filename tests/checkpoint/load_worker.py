@@ -18,8 +18,8 @@ def main(path: str, out_dir: str) -> None:
 
     import cvt_backbone.engine  # noqa: F401  (MMEngine's loaders, as the configs set them up)
     from cvt_backbone import CheckpointError, CvT, read_checkpoint
-    from tests.helpers import TINY
-    from tools.model_converters import cvt2mmpretrain
+    from tests.helpers import TINY, load_script
+    cvt2mmpretrain = load_script('model_converters/cvt2mmpretrain.py')
 
     def init_cfg():
         CvT(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()

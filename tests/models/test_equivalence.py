@@ -50,10 +50,11 @@ def assert_close_to_scale(ours: torch.Tensor, ref: torch.Tensor, tol: float = 1e
     return err
 
 
-@pytest.mark.parametrize('hw', [(224, 224), (160, 248)])
-def test_stage_maps_match_port_with_quick_gelu(hw):
+@pytest.mark.parametrize('hw, fast_kernels', [((224, 224), True), ((160, 248), False)])
+def test_stage_maps_match_port_with_quick_gelu(hw, fast_kernels):
+    """Both attention formulations, each at one size."""
     hf = build_port('cvt-13', quick_gelu=True)
-    ours = ours_from_hf(hf)
+    ours = ours_from_hf(hf, fast_kernels=fast_kernels)
     x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf(x, output_hidden_states=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cvt_backbone import CvT
-from tests.helpers import PORTABLE, ROOT, port_of, randomize_norms
-from tools.analysis_tools.bench.cases import MODELS, Case, default_cases, quick_cases, select
-from tools.analysis_tools.bench.report import bar_chart, markdown_table, speedups
-from tools.analysis_tools.bench.runner import Settings, SubprocessRunner, measure
+from cvt_backbone.analysis.benchmark.cases import MODELS, Case, default_cases, quick_cases, select
+from cvt_backbone.analysis.benchmark.report import bar_chart, markdown_table, speedups
+from cvt_backbone.analysis.benchmark.runner import Settings, SubprocessRunner, measure
+from tests.helpers import ENV, PORTABLE, ROOT, port_of, randomize_norms
 
 
 @pytest.mark.parametrize('kwargs', [dict(), dict(kv_strides=[4, 2, 2])])
@@ -95,11 +95,12 @@ def test_every_model_has_a_port_or_none():
         assert spec.port is None or MODELS[spec.port].kind == 'port', key
 
 
+@pytest.mark.slow
 def test_benchmark_tool_quick_run(tmp_path):
     out = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark.py', '--quick', '--cases',
          'infer*/cvt-13', '--out', str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert '[1/1] infer-b2-64x96/cvt-13: run 1/1' in out.stdout
     table = (tmp_path / 'benchmark.md').read_text()

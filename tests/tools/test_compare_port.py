@@ -5,6 +5,8 @@ import pytest
 
 from tests.helpers import run_tool
 
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
 pytest.importorskip('transformers')
 
 

@@ -14,8 +14,10 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
-from tools.demo.helpers import read_losses
+from cvt_backbone.demo.helpers import read_losses
+from tests.helpers import ENV, ROOT
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +27,7 @@ def quick_demo(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, 'tools/demo/run_demo.py', '--quick', '--work-dir', str(out / 'work'),
          '--data-dir', str(out / 'data')],
-        cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return out
 

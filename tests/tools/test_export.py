@@ -7,6 +7,7 @@ the weights alone at run time.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 import subprocess
@@ -18,12 +19,12 @@ import pytest
 import torch
 
 from cvt_backbone import CvT
+from cvt_backbone.analysis.models import build_config_model, load_model_weights
 from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.deploy.onnx import (DEPLOY_PACKAGES, TOLERANCE, ExportError,
+                                      ExportTarget, build_target, compare, export_onnx,
+                                      ort_session, second_shape)
 from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error
-from tools.analysis_tools.models import build_config_model, load_model_weights
-from tools.deployment.onnx_export import (DEPLOY_PACKAGES, TOLERANCE, ExportError,
-                                          ExportTarget, build_target, compare, export_onnx,
-                                          ort_session, second_shape)
 
 #: Exporting and running need the [deploy] extra; the refusals without it do not.
 needs_deploy = pytest.mark.skipif(
@@ -66,14 +67,15 @@ def weight_only_nodes(graph) -> list[str]:
 @pytest.fixture(scope='module')
 def tiny_export(tmp_path_factory) -> tuple[CvT, Path]:
     """A random tiny CvT (BatchNorm statistics randomised, so folding matters), exported
-    with dynamic batch, height and width."""
+    in its deploy form with dynamic batch, height and width."""
     torch.manual_seed(0)
     model = CvT(arch=TINY)
     model.init_weights()
     randomize_norms(model, 0)
     model.eval()
     path = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
-    target = ExportTarget(model, ['stage0', 'stage1', 'stage2'], 'tiny', (64, 64),
+    deployed = copy.deepcopy(model).switch_to_deploy()
+    target = ExportTarget(deployed, ['stage0', 'stage1', 'stage2'], 'tiny', (64, 64),
                           model.min_input_size())
     export_onnx(target, str(path), (64, 64), dynamic=True)
     return model, path
@@ -83,14 +85,8 @@ def tiny_export(tmp_path_factory) -> tuple[CvT, Path]:
 def test_dynamic_export_matches_pytorch_at_other_sizes(tiny_export):
     model, path = tiny_export
     assert_onnx_matches(path, model)
-    # and the layer-by-layer reference, not only the fast path it was exported from
-    assert_onnx_matches(path, _reference(model))
-
-
-def _reference(model: CvT) -> CvT:
-    reference = CvT(arch=TINY)
-    reference.load_state_dict(model.state_dict())
-    return reference.eval().use_fast_kernels(False)
+    # and the layer-by-layer reference, not only the deploy form it was exported from
+    assert_onnx_matches(path, copy.deepcopy(model).use_fast_kernels(False))
 
 
 @needs_deploy
@@ -111,7 +107,7 @@ def test_graph_is_the_fast_path_with_the_cvt_scale(tiny_export):
     ops = [node.op_type for node in graph.node]
     assert 'BatchNormalization' not in ops
     assert 'Erf' not in ops and 'Gelu' not in ops
-    assert ops.count('Sigmoid') == sum(TINY['depths'])  # one SiLU per MLP
+    assert ops.count('Sigmoid') == sum(TINY['depths'])  # one QuickGELU per MLP
     scales = [next(a.f for a in node.attribute if a.name == 'scale')
               for node in graph.node if node.op_type == 'Attention']
     expected = [dims ** -0.5 for dims, depth in zip(TINY['embed_dims'], TINY['depths'])
@@ -127,6 +123,7 @@ def test_detector_config_exports_backbone_and_neck(tmp_path):
     path = tmp_path / 'det.onnx'
     export_onnx(target, str(path), (64, 64), dynamic=True)
     model, _ = build_config_model(str(DET_CONFIG))
+    model.backbone.switch_to_deploy()
     model.load_state_dict(target.module.model.state_dict())
     assert_onnx_matches(path, lambda x: tuple(model.neck(model.backbone(x))))
 
@@ -174,6 +171,7 @@ def tool_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
 
 
 @needs_deploy
+@pytest.mark.slow
 def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     tmp, result = classifier_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -196,6 +194,7 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     ('no_extra', 'is not installed: the ONNX tools need the [deploy] extra '
                  '(pip install -e .[deploy])'),
 ])
+@pytest.mark.slow
 def test_bad_input_gets_one_error_line(tool_runs, case, message):
     result = tool_runs[case]
     assert result.returncode != 0

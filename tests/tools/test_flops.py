@@ -8,9 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvt_backbone import CvT
+from cvt_backbone.analysis.flops import count_flops
+from cvt_backbone.analysis.models import build_from_config
 from tests.helpers import ROOT
-from tools.analysis_tools.flops import count_flops
-from tools.analysis_tools.models import build_from_config
 
 GET_FLOPS = ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
 TINY = dict(embed_dims=[16, 32, 48], depths=[1, 1, 1], num_heads=[1, 2, 3])

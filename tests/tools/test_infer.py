@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from cvt_backbone.analysis.models import build_config_model
 from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import ENV, ROOT, run_tool
 from tests.tools.infer_worker import run as run_inferencer
-from tools.analysis_tools.models import build_config_model
-from tools.demo.shapes import CLASSES, make_classification_set, make_scene_set
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 DEMO = {
     'mmdet': ROOT / 'configs' / 'demo' / 'mask-rcnn_cvt-tiny_fpn_shapes.py',

@@ -20,8 +20,11 @@ from mmpretrain.registry import MODELS
 from cvt_backbone import CvT, read_checkpoint
 from cvt_backbone.checkpoint import convert_keys
 from tests import helpers
-from tests.helpers import ROOT, build_port, official_keys
-from tools.model_converters import cvt2mmpretrain as converter
+from tests.helpers import ROOT, build_port, load_script, official_keys
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
+
+converter = load_script('model_converters/cvt2mmpretrain.py')
 
 pytest.importorskip('transformers')
 

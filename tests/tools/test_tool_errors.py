@@ -18,8 +18,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.helpers import ROOT
-from tools.demo.shapes import make_classification_set
+from cvt_backbone.demo.shapes import make_classification_set
+from tests.helpers import ENV, ROOT
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 CONFIG = str(ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py')
 
@@ -79,7 +81,8 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         folder.mkdir()
         tool, config, *rest = cases[name]
         return subprocess.run([sys.executable, tool, config, '--work-dir', str(folder), *rest],
-                              cwd=folder, capture_output=True, text=True, timeout=600)
+                              cwd=folder, env=ENV, capture_output=True, text=True,
+                              timeout=600)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(zip(cases, pool.map(run, cases)))

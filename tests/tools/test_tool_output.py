@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_tool, tiny_cls_config, train
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 #: Third-party lines the tools' entry points silence.
 NOISE = ('pkg_resources is deprecated', 'paramwise_options', 'PyTorch compiling details',
@@ -13,16 +14,10 @@ NOISE = ('pkg_resources is deprecated', 'paramwise_options', 'PyTorch compiling 
 
 
 @pytest.fixture(scope='module')
-def run(shapes_cls, tmp_path_factory) -> dict:
+def run(trained_cls) -> dict:
     """The demo classifier shortened with --cfg-options to 1 epoch, then tested with
-    --show-dir and --metrics-out."""
-    tmp = tmp_path_factory.mktemp('output')
-    config = tiny_cls_config(tmp / 'cfg.py', shapes_cls, max_epochs=2)
-    trained = train(config, tmp / 'work', '--cfg-options', 'train_cfg.max_epochs=1')
-    tested = run_tool('test.py', config, tmp / 'work' / 'epoch_1.pth', '--work-dir',
-                      tmp / 'work', '--show-dir', 'vis', '--metrics-out', tmp / 'metrics.json')
-    assert tested.returncode == 0, tested.stderr[-3000:]
-    return dict(tmp=tmp, trained=trained, tested=tested, data=shapes_cls)
+    --show-dir and --metrics-out (the session's one run)."""
+    return trained_cls
 
 
 @pytest.mark.parametrize('tool', ['trained', 'tested'])

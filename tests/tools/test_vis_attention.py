@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cvt_backbone.analysis.models import build_config_model
 from cvt_backbone.checkpoint import atomic_save
 from tests.helpers import ROOT, run_tool
-from tools.analysis_tools.models import build_config_model
+
+pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
 TOOL = 'analysis_tools/vis_attention.py'

@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import os.path as osp
 import shlex
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import torch  # noqa: E402
-
-from tools.analysis_tools.bench.cases import default_cases, quick_cases, select  # noqa: E402
-from tools.analysis_tools.bench.report import CONVENTIONS, bar_chart, markdown_table  # noqa: E402
-from tools.analysis_tools.bench.runner import (Settings, SubprocessRunner,  # noqa: E402
-                                               device_name)
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone.analysis.benchmark.cases import default_cases, quick_cases, select
+from cvt_backbone.analysis.benchmark.report import CONVENTIONS, bar_chart, markdown_table
+from cvt_backbone.analysis.benchmark.runner import (Settings, SubprocessRunner,
+                                                    device_name)
 
 
 def parse_args() -> argparse.Namespace:

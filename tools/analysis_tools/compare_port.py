@@ -14,20 +14,16 @@ statistics); with it, any form of CvT checkpoint (official, transformers, this p
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import torch  # noqa: E402
-
-from cvt_backbone import CvT  # noqa: E402
-from cvt_backbone.checkpoint import (read_checkpoint, to_cvt_keys,  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone import CvT
+from cvt_backbone.analysis.port import build_port
+from cvt_backbone.checkpoint import (read_checkpoint, to_cvt_keys,
                                      to_transformers_state_dict, unwrap_state_dict)
-from cvt_backbone.engine.runner import run_tool  # noqa: E402
-from tools.analysis_tools.port import build_port  # noqa: E402
+from cvt_backbone.engine.runner import run_tool
 
 
 def parse_args() -> argparse.Namespace:

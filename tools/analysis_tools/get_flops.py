@@ -17,15 +17,12 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import torch  # noqa: E402
-
-from cvt_backbone import CvT  # noqa: E402
-from tools.analysis_tools.flops import count_flops  # noqa: E402
-from tools.analysis_tools.models import build_from_config, build_preset  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone import CvT
+from cvt_backbone.analysis.flops import count_flops
+from cvt_backbone.analysis.models import build_from_config, build_preset
 
 
 def parse_args() -> argparse.Namespace:

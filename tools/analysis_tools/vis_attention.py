@@ -16,19 +16,15 @@ from __future__ import annotations
 import argparse
 import io
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import numpy as np
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import numpy as np  # noqa: E402
-
-from cvt_backbone.checkpoint import atomic_write_bytes  # noqa: E402
-from cvt_backbone.engine import ConfigError  # noqa: E402
-from cvt_backbone.engine.runner import run_tool  # noqa: E402
-from tools.analysis_tools.attention import (AttentionMaps, attention_maps,  # noqa: E402
-                                            draw_heat_map, load_backbone)
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone.analysis.attention import (AttentionMaps, attention_maps,
+                                             draw_heat_map, load_backbone)
+from cvt_backbone.checkpoint import atomic_write_bytes
+from cvt_backbone.engine import ConfigError
+from cvt_backbone.engine.runner import run_tool
 
 
 def point(text: str) -> tuple[float, float]:

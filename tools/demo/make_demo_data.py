@@ -8,12 +8,10 @@ Writes ``data/shapes_cls`` (mmpretrain CustomDataset tree, 64x64, one shape per 
 """
 import argparse
 import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from tools.demo.shapes import make_classification_set, make_scene_set  # noqa: E402
+from cvt_backbone.demo.shapes import make_classification_set, make_scene_set
 
 
 def main() -> None:

@@ -33,14 +33,12 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-from tools.demo.helpers import (extract_backbone, latest_checkpoint,  # noqa: E402
-                                plot_losses, read_losses)
-from tools.demo.picture import DemoModels, draw_demo_picture  # noqa: E402
-from tools.demo.progress import StepProgress, follow  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone.demo.helpers import (extract_backbone, latest_checkpoint,
+                                       plot_losses, read_losses)
+from cvt_backbone.demo.picture import DemoModels, draw_demo_picture
+from cvt_backbone.demo.progress import StepProgress, follow
 
 # (name, config, work sub-dir, the step whose backbone it starts from). Each model starts
 # from the backbone of the one before: the segmentor from the detector's, whose backbone has
@@ -90,7 +88,7 @@ def train_epochs(config: str, options: list[str]) -> int | None:
 def run(cmd: list[str], log_file: str, label: str | None = None,
         max_epochs: int | None = None) -> None:
     """Run a tool, its output going to ``log_file``; with a ``label``, one progress line
-    follows that file (:class:`~tools.demo.progress.StepProgress`)."""
+    follows that file (:class:`~cvt_backbone.demo.progress.StepProgress`)."""
     print(f'  $ {" ".join(cmd)}', flush=True)
     progress = StepProgress(label, max_epochs) if label else None
     with open(log_file, 'w') as log:

@@ -14,20 +14,16 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import torch  # noqa: E402
-
-from cvt_backbone.engine.runner import run_tool  # noqa: E402
-from tools.deployment.onnx_export import (ExportError, build_target, compare,  # noqa: E402
-                                          export_onnx, ort_session, require_deploy_extra)
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone.deploy.onnx import (ExportError, build_target, compare,
+                                      export_onnx, ort_session, require_deploy_extra)
+from cvt_backbone.engine.runner import run_tool
 
 
 def size(text: str) -> tuple[int, int]:

@@ -24,18 +24,13 @@ Needs the ``[deploy]`` extra (onnx, onnxruntime, onnxscript).
 from __future__ import annotations
 
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-from cvt_backbone import CvT  # noqa: E402
-from cvt_backbone.engine.runner import run_tool  # noqa: E402
-from tools.deployment.onnx_export import (DEFAULT_OPSET, TOLERANCE, ExportError,  # noqa: E402
-                                          build_target, check_export, export_inputs,
-                                          export_onnx, require_deploy_extra, second_shape)
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone import CvT
+from cvt_backbone.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
+                                      build_target, check_export, export_inputs,
+                                      export_onnx, require_deploy_extra, second_shape)
+from cvt_backbone.engine.runner import run_tool
 
 
 def parse_args() -> argparse.Namespace:

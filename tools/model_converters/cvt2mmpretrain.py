@@ -34,16 +34,13 @@ import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-from tools import entry  # noqa: E402,F401  (quiet third-party warnings, before mmengine)
-
-import torch  # noqa: E402
-
-from cvt_backbone import CheckpointError, CvT  # noqa: E402
-from cvt_backbone.checkpoint import (atomic_save, atomic_save_safetensors,  # noqa: E402
+import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone import CheckpointError, CvT
+from cvt_backbone.checkpoint import (atomic_save, atomic_save_safetensors,
                                      read_checkpoint, to_cvt_keys, unwrap_state_dict)
-from cvt_backbone.checkpoint.convert import (arch_differences,  # noqa: E402
+from cvt_backbone.checkpoint.convert import (arch_differences,
                                              arch_from_state_dict,
                                              arch_from_transformers_config)
 

@@ -2,7 +2,7 @@
 
 A fresh process per case keeps one case's memory (allocator caches, the transformers
 port's 9 GB attention matrices) out of the next case's figures. The parent
-(:class:`SubprocessRunner`) starts ``python -m tools.analysis_tools.bench.runner REQUEST``
+(:class:`SubprocessRunner`) starts ``python -m cvt_backbone.analysis.benchmark.runner REQUEST``
 in the repository root and reads progress lines and one result line from its output.
 """
 from __future__ import annotations
@@ -222,7 +222,8 @@ class SubprocessRunner:
         """
         request = dict(case=case.to_dict(), settings=dataclasses.asdict(self.settings),
                        macs=self._macs.get(self._macs_key(case)))
-        command = [sys.executable, '-m', 'tools.analysis_tools.bench.runner', json.dumps(request)]
+        command = [sys.executable, '-m', 'cvt_backbone.analysis.benchmark.runner',
+                   json.dumps(request)]
         start = time.perf_counter()
         result = None
         with tempfile.TemporaryFile('w+') as errors:

@@ -7,7 +7,7 @@ times their size, with labels in print-sized text:
 
 * classification: a few val images with the predicted class and score (green when right,
   red when wrong), each beside its class token's attention in the last block, one map per
-  head (:mod:`tools.analysis_tools.attention`);
+  head (:mod:`cvt_backbone.analysis.attention`);
 * detection: val scenes with the boxes, masks, classes and scores above ``score_thr``;
 * segmentation: val scenes with the predicted label map laid over them.
 """
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvt_backbone.analysis.attention import attention_maps, draw_heat_map, load_backbone
 from cvt_backbone.checkpoint import atomic_write_bytes
-from tools.analysis_tools.attention import attention_maps, draw_heat_map, load_backbone
 
 #: Inches per panel: a 128x128 scene is drawn at 2.6 x dpi (260) pixels, about twice its size.
 PANEL_INCHES = 2.6

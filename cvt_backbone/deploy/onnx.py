@@ -7,10 +7,10 @@
   with every computation on weights alone folded into the stored weights;
 * :func:`check_export`: onnxruntime against PyTorch at given input sizes.
 
-The graph is the model's fast inference path (:meth:`~cvt_backbone.CvT.use_fast_kernels`):
-BatchNorms folded into the depthwise convolutions, QuickGELU MLPs in the SiLU form, and
-attention as one ONNX ``Attention`` node (opset 23) with the CvT scale, ``embed_dims ** -0.5``
-over the whole stage width.
+The graph is the model's inference form: the BatchNorms folded into the depthwise
+convolutions (:meth:`~cvt_backbone.CvT.switch_to_deploy`) and, on the fast path
+(:meth:`~cvt_backbone.CvT.use_fast_kernels`), attention as one ONNX ``Attention`` node
+(opset 23) with the CvT scale, ``embed_dims ** -0.5`` over the whole stage width.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 
 from cvt_backbone import CvT
+from cvt_backbone.analysis.models import (DEFAULT_SHAPES, build_config_model, build_preset,
+                                          load_model_weights)
 from cvt_backbone.checkpoint import atomic_write_bytes, load_cvt_weights
-from tools.analysis_tools.models import (DEFAULT_SHAPES, build_config_model, build_preset,
-                                         load_model_weights)
 
 #: What ``--dynamic`` makes dynamic: input axis -> name.
 DYNAMIC_AXES = {0: 'batch', 2: 'height', 3: 'width'}
@@ -113,6 +113,9 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
     * an mmdet or mmseg config: backbone + neck (``feat0`` ...); heads and post-processing
       are mmdeploy's job.
 
+    A CvT backbone is switched to its deploy form (:meth:`CvT.switch_to_deploy`) after its
+    weights are loaded.
+
     Args:
         model: Preset name or config path.
         checkpoint: Weights: for a preset any CvT checkpoint (official, transformers, this
@@ -127,6 +130,7 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
         backbone = build_preset(model.lower())
         if checkpoint:
             load_cvt_weights(backbone, checkpoint)
+        backbone.switch_to_deploy()
         names = [f'stage{i}' for i in backbone.out_indices]
         return ExportTarget(backbone, names, f'CvT backbone {model.lower()}', (224, 224),
                             backbone.min_input_size())
@@ -140,7 +144,9 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
     if checkpoint:
         load_model_weights(built, checkpoint)
     # Another backbone states no smallest input: the exporter or the check will say.
-    min_size = built.backbone.min_input_size() if isinstance(built.backbone, CvT) else 1
+    min_size = 1
+    if isinstance(built.backbone, CvT):
+        min_size = built.backbone.switch_to_deploy().min_input_size()
     if scope == 'mmpretrain':
         return ExportTarget(ClassifierLogits(built).eval(), ['logits'],
                             f'{model} (whole classifier: logits)', DEFAULT_SHAPES[scope],
@@ -159,8 +165,8 @@ def export_inputs(shape: tuple[int, int], dynamic: bool) -> torch.Tensor:
 
 
 def _fold_weight_computations(program, module: nn.Module) -> None:
-    """Fold every computation on weights alone (BatchNorm folding, the SiLU rescaling) into
-    the stored weights: the exporter's own pass folds only tensors of up to 8192 values."""
+    """Fold every computation on weights alone into the stored weights: the exporter's own
+    pass folds only tensors of up to 8192 values."""
     import onnxscript.optimizer
 
     largest = max(t.numel() for t in [*module.parameters(), *module.buffers()])

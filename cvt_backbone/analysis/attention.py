@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from cvt_backbone import CvT
+from cvt_backbone.analysis.models import (build_config_model, build_preset,
+                                          load_model_weights)
 from cvt_backbone.checkpoint import load_cvt_weights
 from cvt_backbone.models.attention_rows import (BlockInputs, attention_rows,
                                                 capture_block_inputs, key_grid, query_index)
-from tools.analysis_tools.models import build_config_model, build_preset, load_model_weights
 
 #: ImageNet's RGB mean and std (0-255), the official CvT preprocessing.
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)

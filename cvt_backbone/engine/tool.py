@@ -1,9 +1,10 @@
-"""Set-up every tool runs first, before MMEngine is imported: quiet third-party output.
+"""What every tool imports first: quiet third-party output, and :func:`run_tool`.
 
-What is silenced is not the user's business, and only in the tools (the library filters
-nothing):
+Importing this module silences, in this process, what is not the user's business (the
+library itself filters nothing; only the tools import this):
 
-* setuptools' ``pkg_resources is deprecated`` warning, which mmengine triggers at import;
+* setuptools' ``pkg_resources is deprecated`` warning, which mmengine triggers when it looks
+  up an installed package (``mmengine.utils.is_installed``);
 * MMEngine's log lines that repeat for every parameter (``paramwise_options -- ...``, 79 of
   them for the demo classifier) or announce its own internal deprecations;
 * the compiler and build flags in MMEngine's environment report (the torch version stays).
@@ -11,10 +12,15 @@ nothing):
 import logging
 import re
 import warnings
+from collections.abc import Callable
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 from mmengine.logging import MMLogger  # noqa: E402
+
+from .runner import USER_ERRORS, run_tool  # noqa: E402  (the tools' one import)
+
+__all__ = ['QuietThirdParty', 'USER_ERRORS', 'run_tool']
 
 _DROPPED = re.compile(r'^(paramwise_options -- |"FileClient" will be deprecated|'
                       r'"HardDiskBackend" is the alias of "LocalBackend")')
@@ -34,8 +40,8 @@ class QuietThirdParty(logging.Filter):
         return True
 
 
-def _quiet_every_logger(init):
-    def quiet_init(self, *args, **kwargs):
+def _quiet_every_logger(init: Callable) -> Callable:
+    def quiet_init(self, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         self.addFilter(QuietThirdParty())
     return quiet_init
