@@ -11,8 +11,9 @@ from cvt_backbone import CheckpointError, CvT, load_cvt_weights, read_checkpoint
 from cvt_backbone.checkpoint import canonical_checkpoint
 from cvt_backbone.checkpoint.convert import (arch_from_state_dict,
                                              arch_from_transformers_config)
-from tests.helpers import TINY, make_official
-from tools.model_converters import cvt2mmpretrain
+from tests.helpers import TINY, load_script, make_official
+
+cvt2mmpretrain = load_script('model_converters/cvt2mmpretrain.py')
 
 CVT_13 = dict(embed_dim=[64, 192, 384], depth=[1, 2, 10], num_heads=[1, 3, 6])
 
