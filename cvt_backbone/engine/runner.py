@@ -3,17 +3,19 @@ and turning the errors a user can fix into one ``error:`` line."""
 from __future__ import annotations
 
 import copy
+import logging
 import os.path as osp
 import sys
 from collections.abc import Callable
 
 from mmengine.config import Config
 from mmengine.dist import master_only
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 from ..checkpoint import CheckpointError, atomic_write_text
-from .config import ConfigError, start_cpu_distributed
+from .config import ConfigError, fit_schedule, start_cpu_distributed
 
 #: Errors whose message says all a user needs: the tools print them as one line.
 USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError)
@@ -42,8 +44,25 @@ class AtomicDumpRunner(Runner):
     """MMEngine's Runner whose copy of the config in the work dir is written atomically.
 
     MMEngine truncates and rewrites ``<work_dir>/<config>.py`` when a run starts; a kill at
-    that moment left a half-written config. Everything else is the Runner's.
+    that moment left a half-written config. Its parameter schedulers fit the run
+    (:func:`~.config.fit_schedule`): once the training data is loaded, the length of an
+    epoch is known. Everything else is the Runner's.
     """
+
+    def build_param_scheduler(self, scheduler):
+        """MMEngine's, from scheduler configs fitted to this run's iterations first."""
+        configs = [scheduler] if isinstance(scheduler, dict) and 'type' in scheduler \
+            else scheduler
+        if isinstance(self._train_loop, BaseLoop) and isinstance(configs, (list, tuple)) \
+                and all(isinstance(s, dict) for s in configs):
+            epoch_length = len(self.train_dataloader)
+            written = self.cfg.get('schedule_length') or {}
+            written_for = (written.get('max_epochs', 0) * epoch_length
+                           or written.get('max_iters')) or None
+            scheduler, message = fit_schedule(configs, epoch_length, self.max_iters, written_for)
+            if message:
+                print_log(message, logger='current', level=logging.WARNING)
+        return super().build_param_scheduler(scheduler)
 
     @master_only
     def dump_config(self) -> None:
