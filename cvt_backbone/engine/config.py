@@ -163,10 +163,11 @@ def fit_schedule(schedulers: dict | Sequence[dict], epoch_length: int, max_iters
     scheduler then steps per iteration (``by_epoch=False``, whole iterations), so that a
     fraction of an epoch is not rounded away as ``convert_to_iter_based`` would (a warm-up of
     0.05 epochs on 3 iterations per epoch is 0 iterations there, and MMEngine stops with
-    ``end should be larger than begin``). A milestone that falls inside the first two
-    iterations becomes the second, for every scheduler alike, so the warm-up and what follows
-    keep their order: MMEngine's linear warm-up over a single iteration never leaves its start
-    factor (a run of 10 iterations per epoch would stay at 1 % of its learning rate).
+    ``end should be larger than begin``). A milestone that falls inside the first iteration
+    becomes the first, for every scheduler alike, so the warm-up and what follows keep their
+    order. A scheduler left with a single iteration is left out: MMEngine's linear warm-up
+    over one iteration never leaves its start factor (a run of 10 iterations per epoch would
+    stay at 1 % of its learning rate), and no other scheduler changes anything in one.
 
     A schedule that does not fit the run even so (a warm-up of 500 iterations in a run of
     60, a scheduler that begins after the last epoch) would leave the learning rate short of
@@ -190,7 +191,7 @@ def fit_schedule(schedulers: dict | Sequence[dict], epoch_length: int, max_iters
 
     def at(value: float, unit: int) -> int:
         scaled = value * unit * factor
-        return max(round(scaled), 2) if scaled > 0 else 0
+        return max(round(scaled), 1) if scaled > 0 else 0
 
     fitted, changes = [], []
     for i, s in enumerate(items):
@@ -215,6 +216,9 @@ def fit_schedule(schedulers: dict | Sequence[dict], epoch_length: int, max_iters
             raise ConfigError(f'{where} would begin at iteration {new["begin"]}, with no '
                               f'iteration left before its end: set param_scheduler.{i}.begin '
                               f'and .end (or train longer)')
+        if 'end' in new and new['end'] - new['begin'] == 1:
+            changes.append(f"[{i}] {s.get('type')} {_span(s)} left out (one iteration)")
+            continue
         fitted.append(new)
         changes.append(f"[{i}] {s.get('type')} {_span(s)} -> {_span(new)}")
     if factor == 1.0:

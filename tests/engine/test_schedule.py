@@ -71,25 +71,37 @@ def test_the_imagenet_recipe_shortened_to_3_epochs_warms_up_then_decays(epoch_le
                            f'iterations the schedule was written for: every milestone was scaled '
                            f'by 0.01 to the {max_iters} iterations of this run')
     rates = trajectory(fitted, epoch_length, max_iters)
-    start = schedule[0]['start_factor']
-    assert rates[0] == pytest.approx(start)            # from 1e-6, as the recipe starts
-    assert max(rates) > 0.9 * BASE_LR                   # the warm-up ends within the run
-    assert rates.index(max(rates)) == 1                 # 5 of 300 epochs: one step up
+    warmup = round(5 / 300 * max_iters)  # iterations: 0, 0, 2 (0.15, 0.5, 2.5 rounded)
+    if warmup > 1:
+        assert rates[0] == pytest.approx(schedule[0]['start_factor'])  # 1e-6, as the recipe
+        assert rates.index(max(rates)) == warmup - 1                 # warmed up
+    else:  # less than one step of warm-up: none, rather than one stuck at its start
+        assert [s['type'] for s in fitted] == ['CosineAnnealingLR']
+        assert rates[0] == pytest.approx(BASE_LR)
+    assert max(rates) > 0.9 * BASE_LR
     assert rates[-1] < 0.15 * BASE_LR                   # and the cosine nearly ends
-    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))  # then decaying
+    top = rates.index(max(rates))
+    assert all(a >= b for a, b in zip(rates[top:], rates[top + 1:]))  # decaying after it
     if epoch_length >= 50:  # enough iterations for the shape to show
         full = trajectory(schedule, epoch_length, 300 * epoch_length)
         assert_same_shape(rates, full, tolerance=0.05)
 
 
-def test_the_demo_classifier_shortened_to_one_epoch_of_4_iterations():
+@pytest.mark.parametrize('epoch_length', [2, 4, 16])
+def test_the_demo_classifier_shortened_to_one_epoch(epoch_length):
     schedule, _ = config_schedule('configs/demo/cvt-tiny_shapes-cls.py')
-    fitted, _ = fit_schedule(schedule, 4, 4, 8 * 4)
-    # the warm-up of half an iteration takes two: one iteration never leaves 1 %
-    assert [(s['begin'], s.get('end')) for s in fitted] == [(0, 2), (2, None)]
-    rates = trajectory(fitted, 4, 4)
-    assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(BASE_LR)
-    assert rates[3] < rates[2] <= rates[1]
+    fitted, said = fit_schedule(schedule, epoch_length, epoch_length, 8 * epoch_length)
+    rates = trajectory(fitted, epoch_length, epoch_length)
+    warmup = epoch_length // 8  # one epoch of 8: 0.25, 0.5, 2 iterations
+    if warmup < 2:  # one iteration of warm-up would stay at 1 %: left out
+        assert '[0] LinearLR epochs 0..1 left out (one iteration)' in said
+        assert [(s['type'], s['begin']) for s in fitted] == [('CosineAnnealingLR', 1)]
+        assert rates[0] == rates[1] == pytest.approx(BASE_LR)
+    else:
+        assert [(s['begin'], s.get('end')) for s in fitted] == [(0, 2), (2, None)]
+        assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(BASE_LR)
+    if epoch_length > 2:  # the cosine has a step to take
+        assert rates[-1] < rates[1]
 
 
 def test_the_coco_1x_schedule_shortened_keeps_warm_up_and_steps_in_proportion():
@@ -160,10 +172,10 @@ def test_more_schedulers_than_iterations_name_what_to_set():
                 dict(type='ConstantLR', by_epoch=True, begin=1, end=2),
                 dict(type='CosineAnnealingLR', by_epoch=True, begin=2, end=8)]
     with pytest.raises(ConfigError, match=r'param_scheduler\[1\] \(ConstantLR, epochs 1\.\.2\) '
-                       r'in this run of 3 iterations \(1 per epoch, shortened by 0\.375\) would '
-                       r'begin at iteration 2, with no iteration left before its end: set '
+                       r'in this run of 2 iterations \(1 per epoch, shortened by 0\.25\) would '
+                       r'begin at iteration 1, with no iteration left before its end: set '
                        r'param_scheduler\.1\.begin and \.end'):
-        fit_schedule(schedule, 1, 3, 8)
+        fit_schedule(schedule, 1, 2, 8)
 
 
 def test_prepare_config_keeps_the_length_the_schedule_was_written_for():
@@ -204,7 +216,7 @@ def test_the_runner_builds_the_fitted_schedule(tmp_path):
         default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=1)),
         cfg=dict(schedule_length=dict(max_epochs=300)))
     runner.train()
-    warmup, cosine = runner.param_schedulers
-    assert (warmup.begin, warmup.end, warmup.by_epoch) == (0, 2, False)
-    assert (cosine.begin, cosine.end, cosine.by_epoch) == (2, 9, False)
+    assert len(runner.param_schedulers) == 1  # a warm-up of 0.15 iterations: none
+    cosine, = runner.param_schedulers
+    assert (cosine.begin, cosine.end, cosine.by_epoch) == (1, 9, False)
     assert runner.optim_wrapper.get_lr()['lr'][0] < 0.1 * BASE_LR  # decayed, not stuck
