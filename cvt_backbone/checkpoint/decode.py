@@ -34,7 +34,7 @@ import math
 import pickle
 import struct
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -291,6 +291,7 @@ def _size(dims: object = ()) -> torch.Size:
 #: Every global a checkpoint may name, and what it builds. Nothing else is ever imported.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ('collections', 'OrderedDict'): OrderedDict,
+    ('collections', 'Counter'): Counter,  # MultiStepLR's milestones
     ('builtins', 'set'): _container(set),
     ('builtins', 'frozenset'): _container(frozenset),
     ('builtins', 'complex'): _complex,
@@ -350,7 +351,7 @@ def _finalize(obj: object, memo: dict[int, object]) -> object:
         memo[key] = obj
         obj[:] = [_finalize(item, memo) for item in obj]
         return obj
-    if kind in (dict, OrderedDict):
+    if kind in (dict, OrderedDict, Counter):
         memo[key] = obj
         if (kind is OrderedDict and set(vars(obj)) - {'_metadata'}) or not all(
                 type(k) in _ATOMS or type(k) is tuple for k in obj):
