@@ -17,6 +17,7 @@ from cvt_backbone.checkpoint import atomic_write_text, check_local_path
 from cvt_backbone.checkpoint import is_url
 from cvt_backbone.engine import (CompleteCheckpointHook, ConfigError,
                                  check_data_paths, check_model_config, prepare_config)
+from cvt_backbone.engine.config import drop_training
 from cvt_backbone.engine.runner import build_runner, load_config, run_tool
 from cvt_backbone.engine.visualization import enable_visualization
 
@@ -24,7 +25,7 @@ from cvt_backbone.engine.visualization import enable_visualization
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a CvT model (mmpretrain/mmdet/mmseg)')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file or URL')
+    parser.add_argument('checkpoint', help='checkpoint file, save_pretrained folder or URL')
     parser.add_argument('--work-dir', help='where the evaluation logs go')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw every test image with its predictions into '
@@ -48,10 +49,12 @@ def rounded(value: float) -> float:
 def main() -> None:
     args = parse_args()
     if not is_url(args.checkpoint):
-        check_local_path(args.checkpoint)
+        # a file or a save_pretrained folder, as load_from and init_cfg read them
+        check_local_path(args.checkpoint, allow_dir=True)
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         raise ConfigError('--out must name a .pkl file')
     cfg, _ = load_config(args.config, args.cfg_options)
+    drop_training(cfg)
     cfg = prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher)
     cfg.load_from = args.checkpoint
     if args.show_dir:

@@ -6,6 +6,7 @@ not fit a CvT backbone (:func:`check_model_config`).
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os.path as osp
@@ -36,7 +37,9 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
       ``DefaultSampler`` / ``InfiniteSampler``, so a resumed run sees the same samples with
       the same augmentations;
     * ``amp``: mixed precision (:func:`enable_amp`);
-    * a loop shortened by ``--cfg-options``: the schedulers follow (:func:`fit_schedule`).
+    * a loop shortened by ``--cfg-options``: its length as the file says it is kept in
+      ``schedule_length``, so that the schedulers follow (:func:`fit_schedule`, applied by
+      :class:`~.runner.CvTRunner` once the training data's length is known).
 
     Args:
         cfg: The loaded config.
@@ -48,9 +51,6 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
 
     Returns:
         The same config, changed in place.
-
-    Raises:
-        ConfigError: the schedule does not fit a shortened loop (see :func:`fit_schedule`).
     """
     cfg.launcher = launcher
     if work_dir is not None:
@@ -71,9 +71,7 @@ def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,
         seed_training_data(cfg.train_dataloader)
     if amp:
         enable_amp(cfg)
-    shortened = fit_schedule(cfg, original)
-    if shortened:
-        print_log(shortened, logger='current', level=logging.WARNING)
+    note_schedule_length(cfg, original)
     return cfg
 
 
@@ -142,62 +140,122 @@ def _schedule_length(cfg: Config | dict) -> tuple[str, int] | None:
     return None
 
 
-def fit_schedule(cfg: Config, original: Config | dict | None = None) -> str | None:
-    """Shorten the parameter schedulers to a shortened training loop, or say what to set.
+def note_schedule_length(cfg: Config, original: Config | dict | None) -> None:
+    """Record in ``cfg.schedule_length`` the loop length its schedulers were written for,
+    when ``--cfg-options`` changed it (``dict(max_epochs=300)``); :func:`fit_schedule`
+    reads it when the Runner builds the schedulers."""
+    length, first = _schedule_length(cfg), _schedule_length(original or {})
+    if length and first and length[0] == first[0] and length[1] != first[1] \
+            and 'schedule_length' not in cfg:
+        cfg.schedule_length = {f'max_{first[0]}s': first[1]}
 
-    A warm-up that ends at epoch 5 leaves nothing to a run of 3 epochs: MMEngine then stops
-    with ``end should be larger than begin``; a cosine that ends at epoch 12 never finishes
-    in a run of 6. When a scheduler would begin at or after the end of training, or end
-    after it, every scheduler's milestones shrink by one factor: the loop's length
-    over the length in ``original`` (the config before ``--cfg-options``), so the warm-up
-    keeps its share of the run; when the file itself sets the short loop, so that the last
-    scheduler begins halfway. Epoch milestones may become fractional only for schedulers
-    that are converted to iterations (``convert_to_iter_based``).
+
+#: Scheduler arguments counted in the scheduler's steps (epochs or iterations), besides
+#: ``begin`` and ``end``: MMEngine's step, multi-step, cosine, one-cycle and restart schedulers.
+STEP_COUNTS = ('T_max', 'step_size', 'total_steps')
+STEP_LISTS = ('milestones', 'periods')
+
+
+def fit_schedule(schedulers: dict | Sequence[dict], epoch_length: int, max_iters: int,
+                 written_for: int | None = None) -> tuple[list[dict], str | None]:
+    """Fit parameter scheduler configs to a shortened run, keeping their shape.
+
+    Everything is measured in iterations of this run (an epoch-based scheduler's epochs
+    count ``epoch_length`` each). When the loop is shorter than the one the schedule was
+    written for (``written_for``, e.g. 300 epochs of the file run as 3 with
+    ``--cfg-options``), every milestone shrinks by ``max_iters / written_for``: a warm-up of
+    5 epochs out of 300 stays 1/60 of the run, and a cosine still ends at its end. Every
+    scheduler then steps per iteration (``by_epoch=False``, whole iterations), so that a
+    fraction of an epoch is not rounded away as ``convert_to_iter_based`` would (a warm-up of
+    0.05 epochs on 3 iterations per epoch is 0 iterations there, and MMEngine stops with
+    ``end should be larger than begin``). A milestone that falls inside the first iteration
+    becomes the first, for every scheduler alike, so the warm-up and what follows keep their
+    order. A scheduler left with a single iteration is left out: MMEngine's linear warm-up
+    over one iteration never leaves its start factor (a run of 10 iterations per epoch would
+    stay at 1 % of its learning rate), and no other scheduler changes anything in one.
+
+    A schedule that does not fit the run even so (a warm-up of 500 iterations in a run of
+    60, a scheduler that begins after the last epoch) would leave the learning rate short of
+    its peak or never decayed: that is an error naming the value to set.
 
     Args:
-        cfg: The config to run (changed in place).
-        original: The config as its file says it.
+        schedulers: ``param_scheduler`` of a config (one dict or a list).
+        epoch_length: Iterations per epoch of this run (``len(train_dataloader)``).
+        max_iters: Iterations of this run.
+        written_for: Iterations the schedule was written for, when the loop was shortened.
 
     Returns:
-        A log line saying what was shortened, or None when nothing had to change.
+        The scheduler configs to build, and a log line saying what changed (None if nothing).
 
     Raises:
-        ConfigError: the schedule cannot be fitted; the message says what to set.
+        ConfigError: a scheduler does not fit in the run; the message says what to set.
     """
-    length, first = _schedule_length(cfg), _schedule_length(original or {})
-    schedulers = cfg.get('param_scheduler')
-    if not length or not schedulers:
-        return None
-    units, total = length
-    field = f'train_cfg.max_{units}s={total}'
-    items = schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]
-    same_units = [(i, s) for i, s in enumerate(items) if isinstance(s, dict)
-                  and bool(s.get('by_epoch', True)) == (units == 'epoch')]
-    late = [(i, s) for i, s in same_units if s.get('begin', 0) >= total]
-    if not late and not any(s.get('end', total) > total for _, s in same_units):
-        return None
-    if first and first[0] == units and first[1] > total:
-        scale, reason = total / first[1], f'shorter than the {first[1]} of the config'
-    else:
-        last = max(max(s.get('begin', 0), s.get('end', 0)) for _, s in same_units)
-        scale = total / (2 * max(s.get('begin', 0) for _, s in late)) if late else total / last
-        reason = 'too short for its schedulers'
-    changes = []
-    for i, s in same_units:
-        fractional = units == 'epoch' and s.get('convert_to_iter_based', False)
-        for key in ('begin', 'end'):
-            if key in s:
-                new = s[key] * scale if fractional else max(round(s[key] * scale), 1 if
-                                                            key == 'end' else 0)
-                if new != s[key]:
-                    changes.append(f'param_scheduler[{i}].{key} {s[key]} -> {new:.4g}')
-                    s[key] = new
-        if s.get('begin', 0) >= s.get('end', total) or s.get('begin', 0) >= total:
-            raise ConfigError(
-                f'{field} is too short for param_scheduler[{i}] ({s.get("type")}) in whole '
-                f'{units}s: set param_scheduler.{i}.begin and .end as well, or convert it to '
-                f'iterations (convert_to_iter_based=True)')
-    return f'{field} is {reason}: the schedule was shortened to fit ({"; ".join(changes)})'
+    items = [copy.deepcopy(dict(s)) for s in (
+        [schedulers] if isinstance(schedulers, dict) else schedulers)]
+    factor = max_iters / written_for if written_for and written_for > max_iters else 1.0
+
+    def at(value: float, unit: int) -> int:
+        scaled = value * unit * factor
+        return max(round(scaled), 1) if scaled > 0 else 0
+
+    fitted, changes = [], []
+    for i, s in enumerate(items):
+        unit = epoch_length if s.get('by_epoch', True) else 1
+        new = {k: v for k, v in s.items() if k != 'convert_to_iter_based'}
+        new.update(by_epoch=False, begin=at(s.get('begin', 0), unit))
+        if s.get('end') not in (None, float('inf')):
+            new['end'] = at(s['end'], unit)
+        for key in STEP_COUNTS:
+            if s.get(key) is not None:
+                new[key] = max(at(s[key], unit), 1)
+        for key in STEP_LISTS:
+            if s.get(key) is not None:
+                new[key] = [at(v, unit) for v in s[key]]
+        where = (f'param_scheduler[{i}] ({s.get("type")}, {_span(s)}) in this run of '
+                 f'{max_iters} iterations ({epoch_length} per epoch')
+        where += f', shortened by {factor:.4g})' if factor != 1.0 else ')'
+        if new.get('end', max_iters) > max_iters:
+            raise ConfigError(f'{where} would end at iteration {new["end"]}, after the end of '
+                              f'training: set param_scheduler.{i}.end (or train longer)')
+        if new['begin'] >= new.get('end', max_iters):
+            raise ConfigError(f'{where} would begin at iteration {new["begin"]}, with no '
+                              f'iteration left before its end: set param_scheduler.{i}.begin '
+                              f'and .end (or train longer)')
+        if 'end' in new and new['end'] - new['begin'] == 1:
+            changes.append(f"[{i}] {s.get('type')} {_span(s)} left out (one iteration)")
+            continue
+        fitted.append(new)
+        changes.append(f"[{i}] {s.get('type')} {_span(s)} -> {_span(new)}")
+    if factor == 1.0:
+        return items, None
+    return fitted, (f'param_scheduler: the loop is shorter than the {written_for} iterations '
+                    f'the schedule was written for: every milestone was scaled by {factor:.4g} '
+                    f'to the {max_iters} iterations of this run ({epoch_length} per epoch), each '
+                    f'scheduler stepping per iteration ({"; ".join(changes)})')
+
+
+def _span(scheduler: dict) -> str:
+    """``'epochs 0..5'``, ``'iterations 3..9'`` (``end`` defaults to the end of training)."""
+    units = 'epochs' if scheduler.get('by_epoch', True) else 'iterations'
+    return f"{units} {scheduler.get('begin', 0):g}..{scheduler.get('end', 'end')}"
+
+
+#: What only training reads: ``tools/test.py`` builds a Runner without them.
+TRAINING_PARTS = ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler',
+                  'auto_scale_lr')
+
+
+def drop_training(cfg: Config) -> None:
+    """Remove the training parts of a config (:data:`TRAINING_PARTS`; ``resume`` off).
+
+    A Runner that has a training loop builds it, and with it the training dataset, as soon
+    as anything asks for the current iteration (mmseg's visualization and MMEngine's log
+    processor do, while testing): testing would then need the training data.
+    """
+    for key in TRAINING_PARTS:
+        if key in cfg:
+            cfg[key] = None
+    cfg.resume = False
 
 
 def start_cpu_distributed(cfg: Config) -> None:

@@ -8,16 +8,27 @@ Cityscapes' names: a detector of three shapes would label its boxes "person", "b
 
 Importing this module (``import cvt_backbone.engine`` does) makes every MMEngine inferencer
 fill a missing ``dataset_meta`` from the config it was given: the metainfo of its test (else
-val, else train) dataset, as the toolbox's dataset class and the config's ``metainfo``
-define it. A checkpoint's own ``dataset_meta`` always wins.
+val, else train) dataset, as the toolbox's dataset class and the config's ``metainfo`` define
+it. A checkpoint's own ``dataset_meta`` always wins.
+
+It also builds and runs each inferencer in its own toolbox's registry scope. MMEngine's
+inferencers make their scope the process's default scope when they are built, and leave it
+so; everything built later looks there first: mmpretrain's inferencer, built after mmseg's,
+looked for its ``PackInputs`` transform in mmseg's registry (``KeyError: 'PackInputs is not in
+the mmseg::transform registry'``). Now an inferencer's scope holds while it is built and
+while it is called, and the default scope is the caller's again afterwards.
 """
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+from collections.abc import Callable
 
 from mmengine.config import Config
 from mmengine.infer import BaseInferencer
-from mmengine.registry import DATASETS
+from mmengine.infer.infer import InferencerMeta
+from mmengine.registry import DATASETS, MODELS, DefaultScope
 
 #: Where a config's datasets are, in the order their metainfo is taken.
 SPLITS = ('test_dataloader', 'val_dataloader', 'train_dataloader')
@@ -77,3 +88,63 @@ def _fill_dataset_meta_in_inferencers() -> None:
 
 
 _fill_dataset_meta_in_inferencers()
+
+
+def _in_scope(method: Callable, scope_of: Callable[..., str | None]) -> Callable:
+    """``method`` run with the default registry scope ``scope_of(*args, **kwargs)``, and
+    the caller's default scope restored afterwards (MMEngine's ``overwrite_default_scope``)."""
+    if getattr(method, '_cvt_own_scope', False):
+        return method
+
+    @functools.wraps(method)
+    def in_own_scope(*args, **kwargs):
+        with DefaultScope.overwrite_default_scope(scope_of(*args, **kwargs)):
+            return method(*args, **kwargs)
+
+    in_own_scope._cvt_own_scope = True
+    return in_own_scope
+
+
+def _toolbox_scope(cls: type) -> str | None:
+    """The registry scope of the toolbox that defines ``cls`` (``'mmpretrain'`` for
+    ``mmpretrain.apis.ImageClassificationInferencer``), None for a class of no toolbox."""
+    package = cls.__module__.split('.')[0]
+    return package if package in MODELS.children else None
+
+
+def _scope_argument(cls: type, *args, **kwargs) -> str | None:
+    """The scope an MMEngine inferencer class is being built in: its ``scope`` argument (or
+    that argument's default: ``'mmdet'`` for ``DetInferencer``...); for a class that takes
+    none, its toolbox's; else the current default scope."""
+    scope = None
+    try:
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        scope = bound.arguments.get('scope')
+    except TypeError:  # the constructor itself will say what is wrong
+        pass
+    scope = scope or _toolbox_scope(cls)
+    if scope is None:
+        current = DefaultScope.get_current_instance()
+        scope = current.scope_name if current is not None else None
+    return scope
+
+
+def _build_and_call_inferencers_in_their_scope() -> None:
+    # Built: through the metaclass, as MMEngine's subclasses set the scope in their own
+    # __init__ before calling the base class's.
+    InferencerMeta.__call__ = _in_scope(InferencerMeta.__call__, _scope_argument)
+    BaseInferencer.__call__ = _in_scope(
+        BaseInferencer.__call__,
+        lambda self, *args, **kwargs: getattr(self, 'scope', None) or _toolbox_scope(type(self)))
+    try:  # mmpretrain's inferencers of other tasks have a base class of their own
+        from mmpretrain.apis.base import BaseInferencer as PretrainInferencer
+    except ImportError:  # mmpretrain is not installed: nothing of it to scope
+        return
+    PretrainInferencer.__init__ = _in_scope(PretrainInferencer.__init__,
+                                            lambda *args, **kwargs: 'mmpretrain')
+    PretrainInferencer.__call__ = _in_scope(PretrainInferencer.__call__,
+                                            lambda *args, **kwargs: 'mmpretrain')
+
+
+_build_and_call_inferencers_in_their_scope()

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import os.path as osp
 import sys
 from collections.abc import Callable
 
 from mmengine.config import Config
 from mmengine.dist import master_only
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 from ..checkpoint import CheckpointError, atomic_write_text
-from .config import (ConfigError, seed_training_data, start_cpu_distributed,
+from .config import (ConfigError, fit_schedule, seed_training_data, start_cpu_distributed,
                      use_safe_checkpoint_hook)
 from .hooks import RandomStateHook
 
@@ -61,6 +63,8 @@ class CvTRunner(Runner):
       ``DefaultSampler`` / ``InfiniteSampler`` for training, and a
       :class:`~.hooks.RandomStateHook` unless the config has one: a resumed run continues
       exactly as the uninterrupted one;
+    * parameter schedulers fitted to the run (:func:`~.config.fit_schedule`): once the
+      training data is loaded, the length of an epoch is known;
     * the copy of the config in the work dir written atomically (MMEngine truncates and
       rewrites it; a kill at that moment left half a config).
 
@@ -84,6 +88,21 @@ class CvTRunner(Runner):
                                   resume=bool(arguments.get('resume', False))))
             arguments['custom_hooks'] = hooks
         super().__init__(*bound.args[1:], **bound.kwargs)
+
+    def build_param_scheduler(self, scheduler: dict | list | None) -> list | dict:
+        """MMEngine's, from scheduler configs fitted to this run's iterations first."""
+        configs = [scheduler] if isinstance(scheduler, dict) and 'type' in scheduler \
+            else scheduler
+        if isinstance(self._train_loop, BaseLoop) and isinstance(configs, (list, tuple)) \
+                and all(isinstance(s, dict) for s in configs):
+            epoch_length = len(self.train_dataloader)
+            written = self.cfg.get('schedule_length') or {}
+            written_for = (written.get('max_epochs', 0) * epoch_length
+                           or written.get('max_iters')) or None
+            scheduler, message = fit_schedule(configs, epoch_length, self.max_iters, written_for)
+            if message:
+                print_log(message, logger='current', level=logging.WARNING)
+        return super().build_param_scheduler(scheduler)
 
     @master_only
     def dump_config(self) -> None:

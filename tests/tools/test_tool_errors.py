@@ -133,6 +133,8 @@ def test_a_complete_checkpoint_is_evaluated(runs):
      'error: --batch must be at least 1, got 0'),
     (('analysis_tools/benchmark.py', '--threads', '0'),
      'error: --threads must be at least 1, got 0'),
+    (('analysis_tools/benchmark.py', '--cases', 'NOMATCH', '--list'),
+     "error: --cases 'NOMATCH' matches none of the cases (see --list)"),
 ])
 def test_analysis_tools_refuse_bad_arguments_in_one_line(args, message):
     from tests.helpers import run_tool

@@ -1,6 +1,8 @@
 """tools/analysis_tools/vis_attention.py: the picture, and one error line for bad input."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,7 +11,7 @@ from PIL import Image
 
 from cvt_backbone.analysis.models import build_config_model
 from cvt_backbone.checkpoint import atomic_save
-from tests.helpers import ROOT, run_tool
+from tests.helpers import ENV, ROOT, run_tool
 
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
@@ -33,8 +35,18 @@ def runs(tmp_path_factory, shapes_cls) -> dict:
         'outside': [*args, '--points', '40,4'],
         'no_image': [CONFIG, tmp / 'cls.pth', tmp / 'missing.png'],
     }
+    def run(name: str) -> subprocess.CompletedProcess:
+        if name != 'default_out':
+            return run_tool(TOOL, *cases[name])
+        # as the README shows it, without --out, from a folder of the user's own
+        (tmp / 'cwd').mkdir()
+        return subprocess.run([sys.executable, str(ROOT / 'tools' / TOOL), *map(str, args)],
+                              cwd=tmp / 'cwd', env=ENV, capture_output=True, text=True,
+                              timeout=600)
+
+    cases['default_out'] = args
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(cases, pool.map(lambda name: run_tool(TOOL, *cases[name]), cases)))
+        results = dict(zip(cases, pool.map(run, cases)))
     results['tmp'] = tmp
     return results
 
@@ -70,3 +82,12 @@ def test_bad_input_gets_one_error_line(runs, case, message):
     assert result.returncode != 0
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_without_out_the_picture_goes_into_work_dirs(runs):
+    result = runs['default_out']
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = runs['tmp'] / 'cwd' / 'work_dirs' / 'attention' / 'attention.png'
+    assert result.stdout.strip().splitlines()[-1] == 'Wrote work_dirs/attention/attention.png'
+    assert sorted(p.name for p in (runs['tmp'] / 'cwd').rglob('*') if p.is_file()) == [
+        'attention.png'] and Image.open(written).size[0] > 0

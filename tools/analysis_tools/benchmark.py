@@ -56,7 +56,10 @@ def main() -> None:
                  f'(torch {torch.__version__}); run on a GPU machine or drop --device')
     if args.threads < 1:
         sys.exit(f'error: --threads must be at least 1, got {args.threads}')
-    cases = select(quick_cases() if args.quick else default_cases(args.device), args.cases)
+    try:
+        cases = select(quick_cases() if args.quick else default_cases(args.device), args.cases)
+    except ValueError as err:  # a --cases pattern matches nothing; its first line says which
+        sys.exit(f'error: {str(err).splitlines()[0].rstrip(":")} the cases (see --list)')
     if args.list:
         print('\n'.join(case.name for case in cases))
         return

@@ -9,7 +9,8 @@ each ``--points x,y`` (image pixels; default the image centre), and one column p
 its weights over the keys (the stride-2 key grid of the stage, upsampled onto the image).
 The class token's own key is not a place in the image; its weight is given in the titles.
 Only the asked rows of ``softmax(q k^T * scale)`` are computed (at 1333x800 the whole
-matrix of stage 1 would be 67k x 17k per head).
+matrix of stage 1 would be 67k x 17k per head). The picture goes to
+``work_dirs/attention/attention.png`` unless ``--out`` names another file.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def parse_args() -> argparse.Namespace:
                         help='query positions in image pixels (default: the image centre)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='resize the image to this size first (default: as it is)')
-    parser.add_argument('--out', default='attention.png', help='the PNG to write')
+    parser.add_argument('--out', default=osp.join('work_dirs', 'attention', 'attention.png'),
+                        help='the PNG to write (default: work_dirs/attention/attention.png)')
     return parser.parse_args()
 
 
