@@ -53,7 +53,7 @@ setup(
             'pytest>=7',
             'hypothesis>=6',
             # an independent CvT (CvtModel) to compare against; newer releases break
-            # `import mmpretrain.models` (see README, "Guarantees").
+            # `import mmpretrain.models` (docs/get_started.md, "Supported versions").
             'transformers>=4.44,<=4.51.3',
         ],
         # ONNX export (tools/deployment/): torch's torch.export-based exporter needs

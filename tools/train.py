@@ -14,8 +14,8 @@ import os
 from mmengine.config import DictAction
 
 import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
-from cvt_backbone.engine import (CompleteCheckpointHook, RandomStateHook,
-                                 check_data_paths, check_model_config, prepare_config)
+from cvt_backbone.engine import (CompleteCheckpointHook, check_data_paths, check_model_config,
+                                 prepare_config)
 from cvt_backbone.engine.resume import resolve_resume
 from cvt_backbone.engine.runner import build_runner, load_config, run_tool
 
@@ -50,7 +50,6 @@ def main() -> None:
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
 
     runner = build_runner(cfg)
-    runner.register_hook(RandomStateHook(resume=bool(cfg.get('resume'))))
     if cfg.get('resume') and cfg.get('load_from'):
         runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
     runner.train()

@@ -1,7 +1,7 @@
 # Mask R-CNN with the small demo CvT on generated shapes (128x128 scenes, 3 classes).
 # The model is the COCO config's, narrowed to the small backbone; the backbone starts from
 # the classification demo's weights (tools/demo/run_demo.py makes them). The schedule and
-# the sampling were chosen by measurement on a 2-core CPU (README, "What each choice bought").
+# the sampling were chosen by measurement on a 2-core CPU (docs/notes.md).
 _base_ = [
     '../mask_rcnn/mask-rcnn_cvt-13_fpn_1x_coco.py', './_base_/cvt_tiny.py', './_base_/shapes.py'
 ]

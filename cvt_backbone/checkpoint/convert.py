@@ -299,7 +299,7 @@ def unwrap_state_dict(checkpoint: object, source: str) -> OrderedDict:
         source: Names the checkpoint in errors.
 
     Raises:
-        CheckpointError: there is no non-empty state dict of tensors.
+        CheckpointError: there is no non-empty state dict of tensors under str keys.
     """
     if isinstance(checkpoint, Mapping):
         for wrapper in ('state_dict', 'model', 'module'):
@@ -307,8 +307,9 @@ def unwrap_state_dict(checkpoint: object, source: str) -> OrderedDict:
                 checkpoint = checkpoint[wrapper]
                 break
     if (not isinstance(checkpoint, Mapping) or not checkpoint
-            or not all(isinstance(v, torch.Tensor) for v in checkpoint.values())):
-        raise CheckpointError(f'{source} does not hold a state dict of tensors '
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                       for k, v in checkpoint.items())):
+        raise CheckpointError(f'{source} does not hold a state dict of tensors under str keys '
                               f'(got {type(checkpoint).__name__})')
     metadata = getattr(checkpoint, '_metadata', None)
     if all(k.startswith('module.') for k in checkpoint):

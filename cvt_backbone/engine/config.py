@@ -19,8 +19,7 @@ from mmengine.logging import print_log
 from ..models import CvT
 
 #: Where a missing dataset is explained; a config may say more in a ``data_hint`` string.
-DATA_HINT = ('Data layouts for COCO, ADE20K and ImageNet: "Training and testing on real data" '
-             'in README.md')
+DATA_HINT = 'Data layouts for COCO, ADE20K and ImageNet: docs/training.md, "Data"'
 
 
 def prepare_config(cfg: Config, config_path: str, work_dir: str | None = None,

@@ -53,7 +53,7 @@ def _drop_path_entry(runtime_info: dict, key: str, source_dir: str | None) -> bo
     value = runtime_info[key]
     if not isinstance(value, str) or source_dir is None:
         return True
-    path = osp.abspath(value)
+    path = osp.realpath(value)
     return osp.dirname(path) != source_dir or not path.endswith('.pth')
 
 
@@ -86,7 +86,7 @@ def sanitize_checkpoint(checkpoint: object, source: str | None = None) -> object
     runtime_info = hub.get('runtime_info') if isinstance(hub, dict) else None
     if isinstance(runtime_info, dict):
         runtime_info.pop('cfg', None)
-        source_dir = osp.dirname(osp.abspath(source)) if source else None
+        source_dir = osp.dirname(osp.realpath(source)) if source else None
         dropped = [key for key in list(runtime_info) if _CHECKPOINT_PATHS.match(str(key))
                    and _drop_path_entry(runtime_info, key, source_dir)]
         for key in ('keep_ckpt_ids', 'outdated_ckpt_ids'):
@@ -94,11 +94,15 @@ def sanitize_checkpoint(checkpoint: object, source: str | None = None) -> object
             if ids is not None and not (isinstance(ids, list)
                                         and all(type(i) is int for i in ids)):
                 dropped.append(key)
+        # Said only of entries that could have removed something: a file that exists
+        # elsewhere, or ids that are not integers (a moved work dir's names are dropped quietly).
+        named = [key for key in dropped if not isinstance(runtime_info[key], str)
+                 or osp.exists(runtime_info[key])]
         for key in dropped:
             runtime_info.pop(key)
-        if dropped:
+        if named:
             print_log(f'Checkpoint {source or ""}: ignored message_hub.runtime_info '
-                      f'{dropped}: they do not name checkpoints beside this one',
+                      f'{named}: they do not name checkpoints beside this one',
                       logger='current', level=logging.WARNING)
     return checkpoint
 

@@ -115,8 +115,21 @@ class SafeCheckpointHook(CheckpointHook):
       taken only where the work dir's :data:`LEDGER`, which this hook keeps, lists them as
       written here; a checkpoint copied from elsewhere or crafted removes nothing;
     * each checkpoint's ``meta`` carries every rank's random state and the training
-      sampler's seed (gathered from all ranks, so this runs on every rank).
+      sampler's seed (gathered from all ranks, so this runs on every rank);
+    * the parameter schedulers' states hold data only: a method a scheduler keeps as an
+      attribute (``OneCycleParamScheduler.anneal_func``) pickles the scheduler object itself,
+      which no checkpoint reader of this package accepts; the scheduler sets it again from
+      its arguments when it is built, so a resumed run has it.
     """
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Drop the callables from each saved parameter scheduler state."""
+        schedulers = checkpoint.get('param_schedulers') or []
+        groups = schedulers.values() if isinstance(schedulers, dict) else [schedulers]
+        for states in groups:
+            for state in states:
+                for key in [k for k, v in state.items() if callable(v)]:
+                    del state[key]
 
     def before_train(self, runner) -> None:
         """MMEngine's set-up with only the resumed file names the ledger backs; then finish

@@ -125,6 +125,10 @@ class DepthwiseConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
                               groups=channels, bias=False)
+        # The token maps are channels-last, and so is the weight's gradient: the weight is
+        # kept in the same memory format, as DDP expects a gradient's strides to be its
+        # parameter's (it warns at every step otherwise).
+        self.conv.weight.data = self.conv.weight.data.to(memory_format=torch.channels_last)
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

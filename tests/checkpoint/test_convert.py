@@ -10,7 +10,7 @@ import torch
 from cvt_backbone import CheckpointError, CvT, load_cvt_weights, read_checkpoint
 from cvt_backbone.checkpoint import canonical_checkpoint
 from cvt_backbone.checkpoint.convert import (arch_from_state_dict,
-                                             arch_from_transformers_config)
+                                             arch_from_transformers_config, unwrap_state_dict)
 from tests.helpers import TINY, load_script, make_official
 
 cvt2mmpretrain = load_script('model_converters/cvt2mmpretrain.py')
@@ -92,3 +92,9 @@ def test_depths_count_only_blocks_that_are_there_in_full():
                                               r'one of its stage \(width 48\): .*fc1.weight '
                                               r'\(1, 1\)'):
         arch_from_state_dict(thin)
+
+
+@pytest.mark.parametrize('state', [{0: torch.zeros(1)}, {'a': torch.zeros(1), 1: torch.zeros(1)}])
+def test_a_state_dict_with_keys_that_are_not_str_is_named(state):
+    with pytest.raises(CheckpointError, match='state dict of tensors under str keys'):
+        unwrap_state_dict({'state_dict': state}, 'ckpt.pth')

@@ -17,8 +17,8 @@ from pathlib import Path
 from mmengine.config import Config
 from PIL import Image
 
-from tests.helpers import TINY
 from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
+from tests.helpers import TINY
 
 #: Images per split: two iterations of batch 2 per epoch.
 NUM_TRAIN, NUM_VAL, BATCH = 4, 2, 2

@@ -93,7 +93,9 @@ def test_official_recipe(name):
     cfg = load_config(name)
     arch, num_classes, weight_decay, epochs, size = RECIPES[name]
     batch = int(re.search(r'_8xb(\d+)_', name)[1])
-    assert cfg.custom_imports == dict(imports=['cvt_backbone'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['cvt_backbone', 'cvt_backbone.engine'],
+                                      allow_failed_imports=False)
+    assert cfg.runner_type == 'CvTRunner'
 
     model = cfg.model
     assert model.type == 'ImageClassifier'

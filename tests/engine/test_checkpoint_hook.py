@@ -96,3 +96,32 @@ def test_files_a_foreign_checkpoint_names_are_never_removed(shapes_cls, tmp_path
     assert 'does not list as written in this work dir' in result.stdout + result.stderr
     assert all(path.read_text() == 'precious' for path in precious)
     assert (work / 'epoch_1.pth').is_file() and (work / 'epoch_2.pth').is_file()
+
+
+def test_a_one_cycle_schedule_is_saved_as_data_and_resumes(tmp_path):
+    """OneCycle keeps a bound method as an attribute; its saved state is data only, reads
+    back, and a scheduler given it anneals as before."""
+    from mmengine.optim.scheduler import OneCycleLR
+
+    from cvt_backbone.checkpoint import atomic_save
+    from cvt_backbone.engine.hooks import SafeCheckpointHook
+
+    def scheduler():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return optimizer, OneCycleLR(optimizer, eta_max=0.1, total_steps=10)
+
+    optimizer, first = scheduler()
+    for _ in range(3):
+        optimizer.step()
+        first.step()
+    checkpoint = dict(param_schedulers=[first.state_dict()])
+    SafeCheckpointHook().before_save_checkpoint(None, checkpoint)
+    atomic_save(checkpoint, str(tmp_path / 'ckpt.pth'))
+    state = read_checkpoint(str(tmp_path / 'ckpt.pth'))['param_schedulers'][0]
+    assert 'anneal_func' not in state
+
+    resumed_optimizer, resumed = scheduler()
+    resumed.load_state_dict(state)
+    resumed_optimizer.param_groups[0]['lr'] = optimizer.param_groups[0]['lr']
+    optimizer.step(), first.step(), resumed_optimizer.step(), resumed.step()
+    assert resumed_optimizer.param_groups[0]['lr'] == optimizer.param_groups[0]['lr']

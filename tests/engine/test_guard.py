@@ -152,3 +152,24 @@ def test_sanitizing_keeps_checkpoint_paths_beside_the_checkpoint(tmp_path):
     assert checkpoint['meta'] == {}
     assert checkpoint['message_hub']['runtime_info'] == {'best_ckpt': beside}
     assert os.path.dirname(beside) == str(tmp_path)
+
+
+def test_only_dropped_names_that_could_remove_something_are_reported(tmp_path, capsys):
+    """A work dir that moved names files that are gone: dropped without a word. A name of a
+    file that exists elsewhere, or ids that are not integers, are reported."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('guard_report', logger_name='guard_report')
+    moved = {'message_hub': {'runtime_info': {'last_ckpt': '/gone/work/epoch_3.pth'}}}
+    guard.sanitize_checkpoint(moved, str(tmp_path / 'epoch_3.pth'))
+    assert moved['message_hub']['runtime_info'] == {}
+    assert 'ignored message_hub.runtime_info' not in capsys.readouterr().out
+
+    (tmp_path / 'elsewhere').mkdir()
+    other = tmp_path / 'elsewhere' / 'epoch_3.pth'
+    other.write_bytes(b'')
+    crafted_info = {'message_hub': {'runtime_info': {
+        'last_ckpt': str(other), 'keep_ckpt_ids': ['../x']}}}
+    guard.sanitize_checkpoint(crafted_info, str(tmp_path / 'epoch_3.pth'))
+    assert crafted_info['message_hub']['runtime_info'] == {}
+    assert "ignored message_hub.runtime_info ['last_ckpt', 'keep_ckpt_ids']" in \
+        capsys.readouterr().out

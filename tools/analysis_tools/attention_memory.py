@@ -9,7 +9,7 @@ keys of 64 dims in one head. Run each mode in its own process: the peak RSS of a
 only grows, so each figure is that of one call (fp32, 2 threads, the CvT scale 64 ** -0.5).
 Whether the score matrix (67,200 x 16,800 floats, 4.5 GB) is ever held shows as gigabytes
 above the inputs; which kernel PyTorch picks differs between releases, so measure on the
-torch in question (see README, "What differs on torch 2.1").
+torch in question (docs/get_started.md, "On torch 2.1").
 """
 from __future__ import annotations
 

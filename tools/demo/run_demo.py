@@ -1,4 +1,4 @@
-"""The end-to-end demo on generated data (the README's main command runs it).
+"""The end-to-end demo on generated data (``make demo`` runs it).
 
 1. generate the shapes datasets (classification images, and scenes with COCO instance
    annotations and semantic label maps) unless they exist;
