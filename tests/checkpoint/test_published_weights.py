@@ -16,7 +16,7 @@ from mmengine.runner import load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT
 from tests.checkpoint import crafted
-from tests.helpers import PORTABLE, build_port, relative_error, run_tool, serve
+from tests.helpers import PORTABLE, ROOT, build_port, relative_error, run_tool, serve
 
 pytest.importorskip('transformers')
 
@@ -188,3 +188,21 @@ def test_a_code_running_bin_over_http_is_refused_on_every_path(tmp_path, shapes_
         assert test_tool.returncode == 1
         assert test_tool.stderr.strip().splitlines()[-1].startswith('error: Refused to load')
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+@pytest.mark.slow  # a tool subprocess
+def test_tools_test_reads_a_save_pretrained_folder_as_load_from_does(hub, tmp_path, shapes_cls):
+    """The same checkpoint reading everywhere: ``tools/test.py`` takes the folder as
+    ``load_from`` and ``init_cfg`` do, and the converted classifier is tested."""
+    config = tmp_path / 'portable_cls.py'
+    config.write_text(
+        f"_base_ = '{ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'}'\n"
+        f"model = dict(backbone=dict(arch={PORTABLE!r}, kv_strides=[2, 2, 2]),\n"
+        f"             head=dict(num_classes={CLASSES}, in_channels=48, topk=(1,)))\n"
+        f"data_preprocessor = dict(num_classes={CLASSES})\n"
+        f"test_dataloader = dict(dataset=dict(data_root='{shapes_cls}'))\n"
+        f"test_evaluator = dict(type='Accuracy', topk=(1,))\n")
+    result = run_tool('test.py', config, hub / 'bin', '--work-dir', tmp_path / 'work',
+                      '--metrics-out', tmp_path / 'metrics.json')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'accuracy/top1' in json.loads((tmp_path / 'metrics.json').read_text())

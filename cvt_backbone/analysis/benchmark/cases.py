@@ -19,6 +19,8 @@ class ModelSpec:
         flop_key: Models with the same key compute the same function: their FLOPs are
             counted once (through our CvT, for the port).
         port: Key of the transformers port that this model's speed-up is measured against.
+        deploy: Built, then :meth:`~cvt_backbone.CvT.switch_to_deploy` (BatchNorm folded;
+            inference only).
     """
 
     label: str
@@ -27,6 +29,7 @@ class ModelSpec:
     cvt_kwargs: dict = field(default_factory=dict)
     flop_key: str = ''
     port: str | None = None
+    deploy: bool = False
 
 
 MODELS = {
@@ -34,6 +37,8 @@ MODELS = {
     'cvt-13-reference': ModelSpec('CvT-13, fast_kernels=False', 'ours', 'cvt-13',
                                   dict(fast_kernels=False), flop_key='cvt-13',
                                   port='port-cvt-13'),
+    'cvt-13-deploy': ModelSpec('CvT-13, switch_to_deploy()', 'ours', 'cvt-13',
+                               flop_key='cvt-13', port='port-cvt-13', deploy=True),
     'cvt-13-kv4': ModelSpec('CvT-13, kv_strides=[4,2,2]', 'ours', 'cvt-13',
                             dict(kv_strides=[4, 2, 2]), flop_key='cvt-13-kv4',
                             port='port-cvt-13'),
@@ -130,8 +135,8 @@ def default_cases(device: str) -> list[Case]:
     cases = (
         _grid('infer', 8, 224, 224, ['cvt-13', 'cvt-21', 'port-cvt-13', 'port-cvt-21',
                                      'swin-t'], warmup=2, repeats=5)
-        + _grid('infer', 1, *det, ['cvt-13', 'cvt-13-reference', 'cvt-13-kv4', 'cvt-21',
-                                   'swin-t'], warmup=1, repeats=3)
+        + _grid('infer', 1, *det, ['cvt-13', 'cvt-13-reference', 'cvt-13-deploy',
+                                   'cvt-13-kv4', 'cvt-21', 'swin-t'], warmup=1, repeats=3)
         + _grid('infer', 1, *det, ['port-cvt-13'], warmup=1, repeats=2)
         + _grid('train', 1, *det, ['cvt-13', 'cvt-13-kv4', 'swin-t'], warmup=1, repeats=2)
         + _grid('train', 1, *det, ['cvt-13', 'cvt-13-kv4', 'swin-t'], warmup=1, repeats=2,

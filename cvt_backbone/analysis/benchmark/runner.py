@@ -73,7 +73,8 @@ def build_model(case: Case) -> nn.Module:
         if case.with_cp:
             raise ValueError('the transformers port has no activation checkpointing')
         return port_of(build_preset(spec.arch, **spec.cvt_kwargs))
-    return build_preset(spec.arch, with_cp=case.with_cp, **spec.cvt_kwargs)
+    model = build_preset(spec.arch, with_cp=case.with_cp, **spec.cvt_kwargs)
+    return model.switch_to_deploy() if spec.deploy else model
 
 
 def output_tensors(output) -> list[torch.Tensor]:
