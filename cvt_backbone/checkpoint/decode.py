@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import math
 import pickletools
+import reprlib
 import struct
 import zipfile
 from collections import Counter, OrderedDict
@@ -124,20 +125,25 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _shown(value: object) -> str:
+    """A short one-line repr for error messages (tensors and containers print on many)."""
+    return ' '.join(reprlib.repr(value).split())
+
+
 def _resolve(value: object) -> object:
     return value.value if isinstance(value, _Pending) and value.done else value
 
 
 def _args(args: object, name: str, least: int, most: int) -> list:
     if type(args) is not tuple or not least <= len(args) <= most:
-        raise _Refused(f'its pickle calls {name} with {_describe(args)} {args!r:.80}')
+        raise _Refused(f'its pickle calls {name} with {_describe(args)} {_shown(args)}')
     return [*args, *[None] * (most - len(args))]
 
 
 def _ints(value: object, what: str) -> tuple[int, ...]:
     if (not isinstance(value, (tuple, list)) or len(value) > 64
             or not all(type(v) is int and 0 <= v < 1 << 62 for v in value)):
-        raise _Refused(f'a tensor {what} is {value!r:.80}, not a sequence of integers >= 0')
+        raise _Refused(f'a tensor {what} is {_shown(value)}, not a sequence of integers >= 0')
     return tuple(value)
 
 
@@ -158,12 +164,12 @@ def _tensor(args: tuple, name: str = '_rebuild_tensor_v2') -> torch.Tensor:
         raise _Refused(f'a tensor was rebuilt from {_describe(storage)}, not a storage')
     size, stride = _ints(size, 'size'), _ints(stride, 'stride')
     if type(offset) is not int or not 0 <= offset < 1 << 62 or len(size) != len(stride):
-        raise _Refused(f'a tensor has offset {offset!r:.40}, size {size} and stride {stride}')
+        raise _Refused(f'a tensor has offset {_shown(offset)}, size {size} and stride {stride}')
     if (type(hooks) not in (dict, OrderedDict) or hooks or metadata
             or type(requires_grad) is not bool):
         raise _Refused('a tensor carries hooks or metadata (plain weights have neither)')
     if v3 and dtype is not storage.dtype:
-        raise _Refused(f'a {dtype!r:.40} tensor views a {storage.dtype} storage')
+        raise _Refused(f'a {_shown(dtype)} tensor views a {storage.dtype} storage')
     numel = math.prod(size)
     extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else 0
     if numel > storage.numel or extent > storage.numel:
@@ -187,7 +193,7 @@ def _numpy_dtype(args: tuple) -> _Pending:
     name, align, copy = _args(args, 'numpy.dtype', 1, 3)
     if name not in NUMPY_DTYPES or type(align or False) is not bool \
             or type(copy or False) is not bool:
-        raise _Refused(f'numpy dtype {name!r:.40} is not one of the plain numeric dtypes '
+        raise _Refused(f'numpy dtype {_shown(name)} is not one of the plain numeric dtypes '
                        f'{NUMPY_DTYPES}')
     return _Pending('numpy dtype', name)
 
@@ -198,7 +204,7 @@ def _build_numpy_dtype(name: str, state: object) -> np.dtype:
     if (type(state) is not tuple or len(state) != 8 or state[0] != 3
             or state[1] not in ('<', '>', '|', '=') or state[2:] != (None, None, None, -1, -1,
                                                                     0)):
-        raise _Refused(f'numpy dtype {name!r} has the state {state!r:.120}, which only '
+        raise _Refused(f'numpy dtype {name!r} has the state {_shown(state)}, which only '
                        f'structured or object dtypes have')
     dtype = np.dtype(name)
     return dtype.newbyteorder(state[1]) if state[1] in '<>' else dtype
@@ -255,7 +261,7 @@ def _getattr(args: tuple) -> str:
         return name
     owner = 'HistoryBuffer' if isinstance(owner, _Global) and owner.key == _HISTORY_BUFFER \
         else _describe(owner)
-    raise _Refused(f'its pickle needs getattr({owner}, {name!r:.40}), which is not on the '
+    raise _Refused(f'its pickle needs getattr({owner}, {_shown(name)}), which is not on the '
                    f'list of plain weights and MMEngine training state')
 
 
@@ -279,7 +285,7 @@ def _only(name: str, arity: int, make: Callable, *types: type) -> Callable[[tupl
     def build(args: tuple) -> object:
         values = _args(args, name, 0 if not types else 1, arity)
         if not all(v is None or type(v) in types for v in values) or not types and values:
-            raise _Refused(f'{name} was called with {args!r:.80}')
+            raise _Refused(f'{name} was called with {_shown(args)}')
         return make(*(v for v in values if v is not None))
     return build
 
@@ -578,14 +584,14 @@ def _storage_pid(pid: object, legacy: bool) -> tuple[torch.dtype, str, int]:
     """Check a storage's persistent id; return its dtype, record key and element count."""
     fields = 6 if legacy else 5
     if type(pid) is not tuple or len(pid) != fields or pid[0] != 'storage':
-        raise _Refused(f'its pickle refers to the persistent object {pid!r:.80}')
+        raise _Refused(f'its pickle refers to the persistent object {_shown(pid)}')
     storage_type, key, location, numel = pid[1:5]
     if legacy and pid[5] is not None:
         raise _Refused('a storage is a view of another (the format of torch < 1.0)')
     if (not isinstance(storage_type, _Global) or storage_type.key[1] not in STORAGE_DTYPES
             or type(location) is not str or type(numel) is not int or not 0 <= numel < 1 << 62
             or type(key) is not str or not key.isalnum()):
-        raise _Refused(f'a storage reference {pid!r:.120} is not one torch.save writes')
+        raise _Refused(f'a storage reference {_shown(pid)} is not one torch.save writes')
     return STORAGE_DTYPES[storage_type.key[1]], key, numel
 
 

@@ -111,9 +111,10 @@ def test_inferencers_given_weights_but_no_config_refuse_by_name(tmp_path, toolbo
 
 @pytest.fixture(scope='module')
 def trained(shapes_cls, tmp_path_factory):
-    """A one-epoch run of the tiny classifier: its config and work dir."""
+    """A two-epoch run of the tiny classifier (its warm-up is the first epoch): its config
+    and work dir."""
     tmp = tmp_path_factory.mktemp('trained')
-    config = tiny_cls_config(tmp / 'cfg.py', shapes_cls, max_epochs=1)
+    config = tiny_cls_config(tmp / 'cfg.py', shapes_cls, max_epochs=2)
     train(config, tmp / 'work')
     return config, tmp / 'work'
 

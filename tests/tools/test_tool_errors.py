@@ -101,12 +101,12 @@ def assert_refused(result: subprocess.CompletedProcess, pattern: str) -> None:
 def test_checkpoint_with_code_is_refused_by_every_tool_path(runs, case):
     result = runs[case]
     assert_refused(result, r"error: Refused to load checkpoint '.*/evil\.pth': its pickle needs "
-                           r'posix\.system, which is not on the allow-list .*')
+                           r'posix\.system, which is not on the list of plain weights .*')
 
 
 @pytest.mark.parametrize('case, pattern', [
-    ('test_truncated', r"error: Could not read checkpoint '.*/truncated\.pth': the zip archive "
-                       r'is truncated or corrupt \(.+\)'),
+    ('test_truncated', r"error: Could not read checkpoint '.*/truncated\.pth': the file is "
+                       r'truncated or corrupt \(.+\)'),
     ('test_foreign', r"error: checkpoint '.*/resnet\.pth' does not fit the model of this "
                      r'config: missing keys backbone\.stages\.0\..*'),
     ('resume_weights_only', r"error: Cannot resume from checkpoint '.*/good\.pth': it holds no "
