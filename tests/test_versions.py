@@ -76,6 +76,7 @@ def test_a_version_outside_its_range_is_a_warning(monkeypatch, module, version, 
         'iteration-based run resumes)')]
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_the_checks_run_at_import():
     # the toolboxes check mmcv's and mmengine's versions against their own ranges when they
     # are imported: the version is changed once they have been
@@ -94,6 +95,7 @@ def test_the_checks_run_at_import():
         '(scaled_dot_product_attention takes the CvT attention scale from torch 2.1 on)')
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_mmcv_without_compiled_ops_is_an_error_at_import_with_mmdet_or_mmseg():
     result = import_after("import sys; sys.modules['mmcv._ext'] = None")
     assert result.returncode != 0

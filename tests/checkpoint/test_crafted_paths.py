@@ -61,6 +61,7 @@ def test_every_in_process_path_refuses_by_name(tmp_path, make, words):
     assert not (tmp_path / 'converted.pth').exists()
 
 
+@pytest.mark.slow  # a worker subprocess
 def test_special_files_are_refused_at_once(tmp_path):
     for name, (path, words) in special_files(tmp_path).items():
         result = subprocess.run([sys.executable, '-m', 'tests.checkpoint.load_worker',

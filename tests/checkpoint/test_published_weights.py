@@ -170,6 +170,7 @@ def test_each_bad_source_is_named(hub, tmp_path):
     refused(str(crafted.os_system(tmp_path)), r'os_system.pth.*needs posix.system')
 
 
+@pytest.mark.slow  # the tools in subprocesses
 def test_a_code_running_bin_over_http_is_refused_on_every_path(tmp_path, shapes_cls):
     repo = tmp_path / 'served' / 'evil' / 'cvt' / 'resolve' / 'main'
     repo.mkdir(parents=True)

@@ -11,6 +11,7 @@ from cvt_backbone.engine import prepare_config
 from tests.helpers import tiny_cls_config, train
 
 
+@pytest.mark.slow  # tools/train.py in a subprocess
 def test_cpu_training_with_amp_learns_in_bfloat16_with_float32_parameters(shapes_cls,
                                                                          tmp_path):
     config = tiny_cls_config(tmp_path / 'cfg.py', shapes_cls, max_epochs=6)

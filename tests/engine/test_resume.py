@@ -20,6 +20,8 @@ import torch
 from cvt_backbone import read_checkpoint
 from tests.helpers import ENV, ROOT, tiny_cls_config, train, train_until
 
+pytestmark = pytest.mark.slow  # training runs in subprocesses, killed and resumed
+
 #: Everything random on, and tests.save_stages to say when a checkpoint is complete.
 RANDOM = """
 custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks', 'tests.save_stages'],
