@@ -3,8 +3,9 @@ memory cap: refused by name on every path, no hang, no signal, no marker, no out
 
 In-process paths (``tests.checkpoint.load_worker``): ``read_checkpoint``, a CvT's
 ``init_cfg``, ``mmengine.runner.load_checkpoint``, the Runner's ``_load_checkpoint`` and the
-converter. The tools' own commands (``train.py --resume``, ``load_from``, ``test.py``) are run
-on the files of the classes that reach furthest.
+converter. The tools' own commands (``train.py --resume``, ``load_from``, ``test.py`` and
+``infer.py``, which loads through its toolbox's inferencer) are run on the files of the
+classes that reach furthest.
 """
 from __future__ import annotations
 
@@ -79,27 +80,30 @@ def demo_data(tmp_path_factory):
     from cvt_backbone.demo.shapes import make_classification_set
     data = tmp_path_factory.mktemp('data') / 'shapes_cls'
     make_classification_set(str(data), num_train=4, num_val=4, size=32)
-    return [f'{loader}.dataset.data_root={data}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    return data
 
 
 @pytest.mark.parametrize('make', [crafted.os_system, crafted.frame_summary,
                                   crafted.numpy_dtype_fields, crafted.stride_zero,
                                   crafted.malformed_history_buffer],
                          ids=lambda m: m.__name__)
-@pytest.mark.parametrize('command', ['resume', 'load_from', 'test'])
+@pytest.mark.parametrize('command', ['resume', 'load_from', 'test', 'infer'])
 def test_the_tools_refuse_with_one_line(tmp_path, demo_data, make, command):
     config = 'configs/demo/cvt-tiny_shapes-cls.py'
     path = make(tmp_path)
     work = ['--work-dir', tmp_path / 'work']
-    args = {'resume': ('train.py', config, '--resume', path, *work, '--cfg-options',
-                       *demo_data),
+    data = [f'{loader}.dataset.data_root={demo_data}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    args = {'resume': ('train.py', config, '--resume', path, *work, '--cfg-options', *data),
             'load_from': ('train.py', config, *work, '--cfg-options', f'load_from={path}',
-                          *demo_data),
-            'test': ('test.py', config, path, *work, '--cfg-options', *demo_data)}[command]
+                          *data),
+            'test': ('test.py', config, path, *work, '--cfg-options', *data),
+            'infer': ('infer.py', config, path, f'{demo_data}/val/*/*.png', '--out-dir',
+                      tmp_path / 'out')}[command]
     result = run_tool(*args, timeout=TIMEOUT, preexec_fn=capped)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and path.name in last, last
     assert not (tmp_path / crafted.MARKER).exists()
+    assert not list((tmp_path / 'out').rglob('*.*'))
