@@ -62,7 +62,7 @@ def tokens_to_map(x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
     The map has the strides of a channels-last tensor, so convolutions keep it channels-last
     instead of copying it to NCHW and back (a full copy of the map each way).
     """
-    return x.unflatten(1, hw_shape).permute(0, 3, 1, 2)
+    return x.reshape(-1, *hw_shape, x.shape[-1]).permute(0, 3, 1, 2)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -93,19 +93,31 @@ class ConvEmbed(nn.Module):
             in_channels, embed_dims, kernel_size, stride=stride, padding=padding)
         self.norm = nn.LayerNorm(embed_dims, eps=LN_EPS)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def output_size(self, hw_shape: tuple[int, int]) -> tuple[int, int]:
+        """``(H', W')`` for an input map of ``(H, W)``:
+        ``H' = floor((H + 2 * padding - kernel_size) / stride) + 1`` (likewise ``W'``)."""
+        conv = self.projection
+        height, width = (conv_out_size(size, k, s, p) for size, k, s, p in zip(
+            hw_shape, conv.kernel_size, conv.stride, conv.padding))
+        return height, width
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Embed a map.
+
+        The output size is computed from ``hw_shape``, not read from the convolution's
+        output: sizes then follow the network's input through every stage, and an exported
+        graph works at any input size (an exporter may freeze the shape of an intermediate
+        tensor to the one it traced).
 
         Args:
             x: Map of shape ``(B, C_in, H, W)``.
+            hw_shape: ``(H, W)``.
 
         Returns:
-            Tokens of shape ``(B, H'*W', C)`` and ``(H', W')`` with
-            ``H' = floor((H + 2 * padding - kernel_size) / stride) + 1`` (likewise ``W'``).
+            Tokens of shape ``(B, H'*W', C)`` and ``(H', W')`` (see :meth:`output_size`).
         """
-        x = self.projection(x)
-        hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(map_to_tokens(x)), hw_shape
+        return self.norm(map_to_tokens(self.projection(x))), self.output_size(hw_shape)
 
 
 class DepthwiseConvBN(nn.Module):
@@ -361,18 +373,19 @@ class CvTStage(nn.Module):
             context_fn=lambda: (contextlib.nullcontext(), ops.keep_bn_statistics(block.attn)))
         return cp.checkpoint(block.mlp_branch, x, use_reentrant=False)
 
-    def forward(self, x: torch.Tensor
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]
                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """Run the stage.
 
         Args:
             x: Map ``(B, C_in, H, W)``.
+            hw_shape: ``(H, W)``.
 
         Returns:
             Tokens ``(B, H'*W', C)`` without the class token, ``(H', W')``, and the class
             token ``(B, 1, C)`` or None. ``H'`` follows :class:`ConvEmbed`.
         """
-        x, hw_shape = self.patch_embed(x)
+        x, hw_shape = self.patch_embed(x, hw_shape)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for block in self.blocks:
@@ -754,13 +767,10 @@ class CvT(BaseModule):
     # ------------------------------------------------------------------ forward
     def output_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial size ``(H_i, W_i)`` of each stage's map for an input of ``height x width``."""
-        shapes = []
-        for i in range(self.num_stages):
-            k, s, p = (self.arch['patch_sizes'][i], self.arch['patch_strides'][i],
-                       self.arch['patch_paddings'][i])
-            height, width = conv_out_size(height, k, s, p), conv_out_size(width, k, s, p)
-            shapes.append((height, width))
-        return shapes
+        shapes = [(height, width)]
+        for stage in self.stages:
+            shapes.append(stage.patch_embed.output_size(shapes[-1]))
+        return shapes[1:]
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -803,8 +813,9 @@ class CvT(BaseModule):
         """
         self._check_input(x)
         outs = []
+        hw_shape = (x.shape[2], x.shape[3])
         for i, stage in enumerate(self.stages):
-            tokens, hw_shape, cls_token = stage(x)
+            tokens, hw_shape, cls_token = stage(x, hw_shape)
             x = tokens_to_map(tokens, hw_shape)
             if i not in self.out_indices:
                 continue

@@ -90,6 +90,25 @@ def test_dynamic_export_matches_pytorch_at_other_sizes(tiny_export):
 
 
 @needs_deploy
+@pytest.mark.parametrize('fast', [True, False], ids=['fast_kernels', 'reference'])
+def test_the_torchscript_exporter_keeps_every_size_symbolic(tmp_path, fast):
+    """The TorchScript exporter (the one mmdeploy drives) freezes a size read from an
+    intermediate tensor to the value it traced. CvT takes every size from its input, so the
+    graph exported at one size and batch runs at the others, class tokens included."""
+    torch.manual_seed(0)
+    model = CvT(arch=dict(TINY, cls_token=[True, False, True]))
+    model.init_weights()
+    randomize_norms(model, 0)
+    model.eval().use_fast_kernels(fast)
+    path = tmp_path / 'torchscript.onnx'
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(*SIZES[0]), ), str(path), dynamo=False,
+                          opset_version=17, input_names=['input'],
+                          dynamic_axes={'input': {0: 'batch', 2: 'height', 3: 'width'}})
+    assert_onnx_matches(path, model)
+
+
+@needs_deploy
 def test_dynamic_axes_are_batch_height_width(tiny_export):
     import onnx
     _, path = tiny_export
