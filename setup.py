@@ -59,6 +59,11 @@ setup(
         # ONNX export (tools/deployment/): torch's torch.export-based exporter needs
         # onnxscript; tested in the newest environment only (tools/env/newest.txt)
         'deploy': ['onnx>=1.23,<2', 'onnxruntime>=1.32,<2', 'onnxscript>=0.7,<0.8'],
+        # Whole detectors and segmentors through mmdeploy (tools/deployment/
+        # mmdeploy_export.py): what mmdeploy 1.3.1 imports. mmdeploy itself goes in with
+        # `pip install --no-deps mmdeploy==1.3.1`: its wheel pins protobuf<=3.20.2, which no
+        # onnx of [deploy] accepts (docs/deployment.md). Newest environment only.
+        'mmdeploy': ['aenum>=3.1', 'prettytable>=3', 'multiprocess>=0.70'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -16,16 +16,19 @@
 #      else; torch 2.1 builds it unpatched. With a CUDA GPU visible to torch (or FORCE_CUDA=1)
 #      the CUDA ops are built too, with the nvcc of $CUDA_HOME or PATH.
 #   4. the project with the three toolboxes and the test extra: pip install -e .[all,tests]
-#      (newest: and the ONNX tools, [deploy])
+#      (newest: and the ONNX tools, [deploy], and mmdeploy: [mmdeploy], then mmdeploy itself
+#      without its dependencies, whose protobuf pin no onnx of [deploy] accepts)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME="${1:-newest}"
 case "$NAME" in
-  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,deploy ;;
+  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,deploy,mmdeploy
+    NO_DEPS=(mmdeploy) ;;
   # torch 2.1's cpp_extension imports pkg_resources.packaging, which setuptools 70 removed
   # (no [deploy]: the ONNX tools need the exporter of a recent torch, and run in newest only)
-  oldest) VENV="$ROOT/.venv-oldest"; CXX_STD=c++17; BUILD_TOOLS=('setuptools>=60,<70'); EXTRAS=all,tests ;;
+  oldest) VENV="$ROOT/.venv-oldest"; CXX_STD=c++17; BUILD_TOOLS=('setuptools>=60,<70'); EXTRAS=all,tests
+    NO_DEPS=() ;;
   *) echo "usage: $0 [newest|oldest]" >&2; exit 2 ;;
 esac
 CONSTRAINTS="$ROOT/tools/env/$NAME.txt"
@@ -131,6 +134,10 @@ stamp="$VENV/.cvt-backbone-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] || [ "$CONSTRAINTS" -nt "$stamp" ]; then
   log "installing cvt-backbone, the three toolboxes and the test tools (pip install -e .[$EXTRAS])"
   pip_install -e "$ROOT[$EXTRAS]"
+  if [ ${#NO_DEPS[@]} -gt 0 ]; then
+    log "installing ${NO_DEPS[*]} without its dependencies"
+    pip_install --no-deps "${NO_DEPS[@]}"
+  fi
   touch "$stamp"
 fi
 log "environment ready: $PY (set-up took ${SECONDS} s)"

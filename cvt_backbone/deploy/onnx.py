@@ -43,18 +43,23 @@ class ExportError(ValueError):
     """A model that cannot be exported as asked, or an export that fails its check."""
 
 
-def require_deploy_extra() -> None:
-    """Import the ``[deploy]`` packages once, so that a missing one is named up front.
+def require_packages(names: tuple[str, ...], needed_for: str) -> None:
+    """Import ``names`` once, so that a missing one is named up front.
 
     Raises:
-        ExportError: one of :data:`DEPLOY_PACKAGES` is not installed.
+        ExportError: ``'<name> is not installed: <needed_for>'``.
     """
-    for name in DEPLOY_PACKAGES:
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError:
-            raise ExportError(f'{name} is not installed: the ONNX tools need the [deploy] '
-                              f'extra (pip install -e .[deploy])') from None
+            raise ExportError(f'{name} is not installed: {needed_for}') from None
+
+
+def require_deploy_extra() -> None:
+    """Import the ``[deploy]`` packages (:data:`DEPLOY_PACKAGES`) or name the missing one."""
+    require_packages(DEPLOY_PACKAGES, 'the ONNX tools need the [deploy] extra '
+                                      '(pip install -e .[deploy])')
 
 
 @dataclass
