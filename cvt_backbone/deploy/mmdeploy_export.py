@@ -187,14 +187,29 @@ def _tight_detections(ort: list[np.ndarray], ref: tuple[torch.Tensor, ...]
     dets, labels, masks = torch.from_numpy(dets[0]), torch.from_numpy(labels[0]), \
         torch.from_numpy(masks[0])
     ref_dets, ref_labels, ref_masks = ref_dets[0], ref_labels[0], ref_masks[0]
+    # rows of score 0 only pad the outputs (every kept detection scores above the threshold)
+    kept, ref_kept = dets[:, 4] > 0, ref_dets[:, 4] > 0
+    dets, labels, masks = dets[kept], labels[kept], masks[kept]
+    ref_dets, ref_labels, ref_masks = ref_dets[ref_kept], ref_labels[ref_kept], \
+        ref_masks[ref_kept]
     if len(dets) != len(ref_dets):
         return False, f'{len(dets)} detections, PyTorch {len(ref_dets)}'
     if not len(dets):
         return True, 'no detections in either'
-    pairs = match_detections(dets[:, :4], labels, ref_dets[:, :4], ref_labels, min_iou=0.9)
-    if len(pairs) != len(dets):
-        return False, f'{len(dets) - len(pairs)} of {len(dets)} detections have no counterpart'
-    i, j = map(list, zip(*pairs))
+    # each detection with the closest one of its label (box and score): equal scores may
+    # come out in either order
+    distance = (dets[:, None] - ref_dets[None]).abs().amax(-1)
+    distance[labels[:, None] != ref_labels[None]] = float('inf')
+    i, j = [], []
+    for _ in range(len(dets)):
+        best = int(distance.argmin())
+        row, column = divmod(best, distance.shape[1])
+        if distance[row, column] == float('inf'):
+            return False, f'{len(dets) - len(i)} of {len(dets)} detections have no ' \
+                          f'counterpart of their label'
+        i.append(row)
+        j.append(column)
+        distance[row, :], distance[:, column] = float('inf'), float('inf')
     scale = float(ref_dets[:, :4].abs().max().clamp(min=1))
     box = float((dets[i, :4] - ref_dets[j, :4]).abs().max()) / scale
     score = float((dets[i, 4] - ref_dets[j, 4]).abs().max())
