@@ -130,7 +130,7 @@ class SizeCheck:
     """The checks at one check image.
 
     Attributes:
-        name: What the image is for (``export size``, ``non-square``, ``padded``...).
+        name: What the image is for (``export size``, ``non-square``, ``odd height``).
         input_shape: The model input ``(B, 3, H, W)`` after the data preprocessor.
         image_shape: The resized image ``(h, w)`` inside it (smaller: padded).
         passed: Whether onnxruntime matched mmdeploy's PyTorch model.
@@ -160,6 +160,21 @@ def _box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a)[:, None] + area(b)[None] - inter).clamp(min=1e-12)
 
 
+def _pairs_by_cost(cost: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
+                   limit: float) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of the same label by increasing ``cost[i, j]`` (at most ``limit``),
+    each row and column in at most one pair."""
+    cost = cost.float().masked_fill(labels_a[:, None] != labels_b[None], float('inf'))
+    pairs = []
+    while cost.numel():
+        i, j = divmod(int(cost.argmin()), cost.shape[1])
+        if not cost[i, j] <= limit:
+            break
+        pairs.append((i, j))
+        cost[i, :], cost[:, j] = float('inf'), float('inf')
+    return pairs
+
+
 def match_detections(boxes_a: torch.Tensor, labels_a: torch.Tensor, boxes_b: torch.Tensor,
                      labels_b: torch.Tensor, min_iou: float = MATCH_IOU
                      ) -> list[tuple[int, int]]:
@@ -168,15 +183,7 @@ def match_detections(boxes_a: torch.Tensor, labels_a: torch.Tensor, boxes_b: tor
     if not len(boxes_a) or not len(boxes_b):
         return []
     iou = _box_iou(boxes_a.float(), boxes_b.float())
-    iou[labels_a[:, None] != labels_b[None]] = -1
-    pairs = []
-    while True:
-        best = int(iou.argmax())
-        i, j = divmod(best, iou.shape[1])
-        if iou[i, j] < min_iou:
-            return pairs
-        pairs.append((i, j))
-        iou[i, :], iou[:, j] = -1, -1
+    return _pairs_by_cost(-iou, labels_a, labels_b, -min_iou)
 
 
 def _tight_detections(ort: list[np.ndarray], ref: tuple[torch.Tensor, ...]
@@ -199,17 +206,11 @@ def _tight_detections(ort: list[np.ndarray], ref: tuple[torch.Tensor, ...]
     # each detection with the closest one of its label (box and score): equal scores may
     # come out in either order
     distance = (dets[:, None] - ref_dets[None]).abs().amax(-1)
-    distance[labels[:, None] != ref_labels[None]] = float('inf')
-    i, j = [], []
-    for _ in range(len(dets)):
-        best = int(distance.argmin())
-        row, column = divmod(best, distance.shape[1])
-        if distance[row, column] == float('inf'):
-            return False, f'{len(dets) - len(i)} of {len(dets)} detections have no ' \
-                          f'counterpart of their label'
-        i.append(row)
-        j.append(column)
-        distance[row, :], distance[:, column] = float('inf'), float('inf')
+    pairs = _pairs_by_cost(distance, labels, ref_labels, torch.finfo(torch.float32).max)
+    if len(pairs) != len(dets):
+        return False, f'{len(dets) - len(pairs)} of {len(dets)} detections have no ' \
+                      f'counterpart of their label'
+    i, j = map(list, zip(*pairs))
     scale = float(ref_dets[:, :4].abs().max().clamp(min=1))
     box = float((dets[i, :4] - ref_dets[j, :4]).abs().max()) / scale
     score = float((dets[i, 4] - ref_dets[j, 4]).abs().max())
