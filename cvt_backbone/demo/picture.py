@@ -10,6 +10,11 @@ times their size, with labels in print-sized text:
   head (:mod:`cvt_backbone.analysis.attention`);
 * detection: val scenes with the boxes, masks, classes and scores above ``score_thr``;
 * segmentation: val scenes with the predicted label map laid over them.
+
+Under the detector's and the segmentor's predictions the scene is drawn faded to light grey,
+so that the predicted classes show in the legend's colours alone, whatever the scene's own
+colours: the segmentor's classes as solid colour, the detector's masks as strong fills with
+outlines of the colour of their boxes.
 """
 from __future__ import annotations
 
@@ -79,6 +84,13 @@ def _palette(meta: dict) -> list[tuple[float, float, float]]:
     return [tuple(c / 255 for c in colour) for colour in meta['palette']]
 
 
+def _faded(image: np.ndarray) -> np.ndarray:
+    """``image`` (``(H, W, 3)`` uint8) as a light grey ``(H, W, 3)`` float image in [0, 1]:
+    its shading kept, its colours gone, so that colours drawn over it stand out."""
+    grey = image.astype(np.float32).mean(axis=-1, keepdims=True) / 255
+    return np.repeat(0.6 + 0.35 * grey, 3, axis=-1)
+
+
 def draw_classification(axes, models: DemoModels, images: list[str]) -> None:
     """Rows of [image with prediction, class-token attention of each head]."""
     from mmpretrain.apis import ImageClassificationInferencer
@@ -115,13 +127,16 @@ def draw_detection(axes, models: DemoModels, images: list[str], score_thr: float
     colours = _palette(meta)
     samples = inferencer(images, return_datasamples=True)['predictions']
     for ax, path, sample in zip(axes, images, samples):
-        image = _read_rgb(path)
-        overlay = image.astype(np.float32) / 255
+        overlay = _faded(_read_rgb(path))
         pred = sample.pred_instances
         keep = pred.scores >= score_thr
-        for mask, label in zip(pred.masks[keep].numpy(), pred.labels[keep].tolist()):
-            overlay[mask] = 0.5 * overlay[mask] + 0.5 * np.array(colours[label])
+        masks, labels = pred.masks[keep].numpy(), pred.labels[keep].tolist()
+        for mask, label in zip(masks, labels):
+            overlay[mask] = 0.3 * overlay[mask] + 0.7 * np.array(colours[label])
         ax.imshow(overlay, interpolation='nearest')
+        for mask, label in zip(masks, labels):
+            if mask.any():
+                ax.contour(mask, levels=[0.5], colors=[colours[label]], linewidths=1.5)
         for box, label, score in zip(pred.bboxes[keep].tolist(), pred.labels[keep].tolist(),
                                      pred.scores[keep].tolist()):
             x0, y0, x1, y1 = box
@@ -148,9 +163,9 @@ def draw_segmentation(axes, models: DemoModels, images: list[str]) -> None:
     if len(images) == 1:  # one image gives its map, not a list of one
         predictions = [predictions]
     for ax, path, labels in zip(axes, images, predictions):
-        image = _read_rgb(path).astype(np.float32) / 255
-        shapes = labels > 0   # the background shows the image itself
-        image[shapes] = 0.45 * image[shapes] + 0.55 * colours[labels[shapes]]
+        image = _faded(_read_rgb(path))
+        shapes = labels > 0   # the background class shows the faded scene
+        image[shapes] = colours[labels[shapes]]
         ax.imshow(image, interpolation='nearest')
         ax.set_title('UperNet', fontsize=10)
         ax.axis('off')

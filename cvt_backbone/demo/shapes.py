@@ -13,10 +13,12 @@ instance's mask is its visible part. One generator writes three datasets:
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import os.path as osp
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +130,31 @@ def render_scene(rng: np.random.Generator, size: int, num_objects: tuple[int, in
     return np.asarray(img), [inst for inst in instances if inst.mask.any()]
 
 
+#: The file in a dataset's folder that records how it was generated.
+SETTINGS_FILE = 'settings.json'
+
+
+def _record_settings(root: str, maker: Callable, arguments: dict) -> None:
+    """Write ``maker``'s name and arguments (all but ``root``) to ``<root>/settings.json``."""
+    settings = dict(generator=maker.__name__, **{k: v for k, v in arguments.items()
+                                                 if k != 'root'})
+    with open(osp.join(root, SETTINGS_FILE), 'w') as f:
+        json.dump(settings, f, indent=1)
+
+
+def is_current(root: str, maker: Callable) -> bool:
+    """Whether ``root`` holds what ``maker`` writes with its default arguments (a folder
+    made by another version of the generator, or with other arguments, is not)."""
+    expected = dict(generator=maker.__name__, **{
+        name: parameter.default for name, parameter in inspect.signature(maker).parameters.items()
+        if name != 'root'})
+    try:
+        with open(osp.join(root, SETTINGS_FILE)) as f:
+            return json.load(f) == json.loads(json.dumps(expected))
+    except (OSError, ValueError):
+        return False
+
+
 def _save_png(array: np.ndarray, path: str) -> None:
     os.makedirs(osp.dirname(path), exist_ok=True)
     Image.fromarray(array).save(path)
@@ -140,6 +167,7 @@ def make_classification_set(root: str, num_train: int = 6000, num_val: int = 600
     Returns:
         The number of images written per split.
     """
+    arguments = dict(locals())
     rng = np.random.default_rng(seed)
     counts = {}
     for split, num in (('train', num_train), ('val', num_val)):
@@ -148,6 +176,7 @@ def make_classification_set(root: str, num_train: int = 6000, num_val: int = 600
             label = CLASSES[instances[0].label]
             _save_png(img, osp.join(root, split, label, f'{n:05d}.png'))
         counts[split] = num
+    _record_settings(root, make_classification_set, arguments)
     return counts
 
 
@@ -164,19 +193,25 @@ def _bbox(mask: np.ndarray) -> list[float]:
 
 
 def make_scene_set(root: str, num_train: int = 800, num_val: int = 100, size: int = 128,
-                   num_objects: tuple[int, int] = (1, 4), radius: tuple[float, float] = (0.1, 0.25),
+                   num_objects: tuple[int, int] = (1, 4),
+                   radius: tuple[float, float] = (0.14, 0.28), min_visible: float = 0.85,
                    seed: int = 0) -> dict[str, int]:
     """Write multi-shape scenes with COCO instance annotations and mmseg label maps.
+
+    The shapes' circumradii are ``radius`` of the scene's side, and each keeps at least
+    ``min_visible`` of its area in view (:func:`render_scene`): a shape's class can be told
+    from what is visible of it.
 
     Returns:
         The number of images written per split.
     """
+    arguments = dict(locals())
     rng = np.random.default_rng(seed)
     counts = {}
     for split, num in (('train', num_train), ('val', num_val)):
         images, annotations = [], []
         for n in range(num):
-            img, instances = render_scene(rng, size, num_objects, radius)
+            img, instances = render_scene(rng, size, num_objects, radius, min_visible)
             name = f'{n:05d}.png'
             _save_png(img, osp.join(root, 'images', split, name))
             seg = np.zeros((size, size), dtype=np.uint8)
@@ -195,4 +230,5 @@ def make_scene_set(root: str, num_train: int = 800, num_val: int = 100, size: in
         with open(ann_file, 'w') as f:
             json.dump(coco, f)
         counts[split] = num
+    _record_settings(root, make_scene_set, arguments)
     return counts

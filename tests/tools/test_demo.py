@@ -22,14 +22,36 @@ pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 @pytest.fixture(scope='module')
 def quick_demo(tmp_path_factory):
-    """Run the quick demo once into a temporary folder; return that folder."""
+    """Run the quick demo once (seed 1) into a temporary folder; return that folder."""
     out = tmp_path_factory.mktemp('demo')
     proc = subprocess.run(
-        [sys.executable, 'tools/demo/run_demo.py', '--quick', '--work-dir', str(out / 'work'),
-         '--data-dir', str(out / 'data')],
+        [sys.executable, 'tools/demo/run_demo.py', '--quick', '--seed', '1', '--work-dir',
+         str(out / 'work'), '--data-dir', str(out / 'data')],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    (out / 'stdout.txt').write_text(proc.stdout)
     return out
+
+
+def test_the_seed_reaches_every_training_and_test_run(quick_demo):
+    commands = [line for line in (quick_demo / 'stdout.txt').read_text().splitlines()
+                if line.lstrip().startswith('$ ') and 'tools/' in line]
+    runs = [c for c in commands if 'tools/train.py' in c or 'tools/test.py' in c]
+    assert len(runs) == 6 and all('randomness.seed=1' in c for c in runs), commands
+
+
+def test_data_not_written_by_the_generator_is_never_removed(tmp_path):
+    foreign = tmp_path / 'data' / 'shapes_cls'
+    foreign.mkdir(parents=True)
+    (foreign / 'mine.txt').write_text('not generated')
+    proc = subprocess.run(
+        [sys.executable, 'tools/demo/run_demo.py', '--quick', '--work-dir',
+         str(tmp_path / 'work'), '--data-dir', str(tmp_path / 'data')],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f'error: {foreign} exists')
+    assert (foreign / 'mine.txt').read_text() == 'not generated'
+    assert not (tmp_path / 'data' / 'shapes').exists()
 
 
 def _mean(values):

@@ -111,3 +111,17 @@ def test_demo_picture_is_drawn_large_from_checkpoints(tmp_path):
     panel = PANEL_INCHES * DPI
     assert width == round(5 * panel) and height >= round(rows * panel)
     assert panel >= 2 * 128   # a 128x128 scene at twice its size, or more
+
+
+def test_a_dataset_is_current_only_as_the_generator_makes_it_by_default(tmp_path):
+    from cvt_backbone.demo.shapes import SETTINGS_FILE, is_current
+
+    assert not is_current(str(tmp_path / 'missing'), make_scene_set)
+    make_scene_set(str(tmp_path / 'small'), num_train=2, num_val=1)
+    assert not is_current(str(tmp_path / 'small'), make_scene_set)
+    make_scene_set(str(tmp_path / 'default'))
+    assert is_current(str(tmp_path / 'default'), make_scene_set)
+    assert not is_current(str(tmp_path / 'default'), make_classification_set)
+    (tmp_path / 'default' / SETTINGS_FILE).write_text('{not json')
+    assert not is_current(str(tmp_path / 'default'), make_scene_set)
+

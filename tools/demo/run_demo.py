@@ -1,7 +1,7 @@
 """The end-to-end demo on generated data (``make demo`` runs it).
 
 1. generate the shapes datasets (classification images, and scenes with COCO instance
-   annotations and semantic label maps) unless they exist;
+   annotations and semantic label maps) unless they exist as this version generates them;
 2. pretrain the small CvT as a classifier with mmpretrain, evaluate top-1, and convert the
    classifier checkpoint into backbone weights;
 3. train Mask R-CNN from them with mmdet, evaluate COCO bbox/segm mAP, draw predictions,
@@ -16,7 +16,11 @@ configs in ``configs/demo/``, exactly as a user would, while one line per run sh
 progress as the tool logs it (iteration of the total, epoch, loss, time left). Outputs go
 to ``work_dirs/demo/``.
 
-    python tools/demo/run_demo.py [--work-dir work_dirs/demo] [--data-dir data] [--quick]
+    python tools/demo/run_demo.py [--seed 0] [--work-dir work_dirs/demo] [--data-dir data] [--quick]
+
+``--seed`` seeds every training and test run (``randomness.seed``); the generated data is the
+same for every seed. Runs of another seed than 0 go to ``work_dirs/demo-seed<N>`` unless
+``--work-dir`` names a folder.
 
 ``--quick`` runs every step on shortened schedules that still learn (the tests run it and
 assert that losses fall and the metrics are well above chance).
@@ -28,6 +32,7 @@ import glob
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +44,11 @@ from cvt_backbone.demo.helpers import (extract_backbone, latest_checkpoint,
                                        plot_losses, read_losses)
 from cvt_backbone.demo.picture import DemoModels, draw_demo_picture
 from cvt_backbone.demo.progress import StepProgress, follow
+from cvt_backbone.demo.shapes import (SETTINGS_FILE, is_current, make_classification_set,
+                                      make_scene_set)
 
+# (make_demo_data.py --only, folder under --data-dir, generator) of the two datasets.
+DATASETS = (('cls', 'shapes_cls', make_classification_set), ('scenes', 'shapes', make_scene_set))
 # (name, config, work sub-dir, the step whose backbone it starts from). Each model starts
 # from the backbone of the one before: the segmentor from the detector's, whose backbone has
 # learnt to find and tell apart the shapes in scenes (mIoU 62.0 vs 54.3 from the classifier's
@@ -130,28 +139,45 @@ def train_and_test(name: str, config: str, work_dir: str, options: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed of every training and test run (default 0)')
+    parser.add_argument('--work-dir',
+                        help='output folder (default work_dirs/demo, or work_dirs/demo-seed<N>)')
     parser.add_argument('--data-dir', default='data',
                         help='where the generated datasets are (made there when missing)')
     parser.add_argument('--quick', action='store_true',
                         help='shortened schedules (minutes; not the reported figures)')
     args = parser.parse_args()
+    if args.work_dir is None:
+        args.work_dir = 'work_dirs/demo' + (f'-seed{args.seed}' if args.seed else '')
     os.chdir(ROOT)
     os.makedirs(args.work_dir, exist_ok=True)
     begin = time.time()
 
     data_dir = args.data_dir
-    if not all(osp.isdir(osp.join(data_dir, d)) for d in ('shapes_cls', 'shapes')):
-        print(f'[1/6] generating the shapes datasets in {data_dir}/', flush=True)
-        run([sys.executable, 'tools/demo/make_demo_data.py', '--out', data_dir],
-            osp.join(args.work_dir, 'make_data.log'))
-    else:
+    stale = [(option, folder) for option, folder, maker in DATASETS
+             if not is_current(osp.join(data_dir, folder), maker)]
+    for option, folder in stale:
+        root = osp.join(data_dir, folder)
+        if osp.exists(osp.join(root, SETTINGS_FILE)):  # the generator's, other settings
+            print(f'[1/6] {root} was generated with other settings: generating it anew',
+                  flush=True)
+            shutil.rmtree(root)
+        elif osp.exists(root):
+            sys.exit(f'error: {root} exists but was not written by this version of '
+                     f'tools/demo/make_demo_data.py (it has no {SETTINGS_FILE}): remove it, '
+                     f'or pass another --data-dir')
+        else:
+            print(f'[1/6] generating {root}', flush=True)
+        run([sys.executable, 'tools/demo/make_demo_data.py', '--out', data_dir, '--only',
+             option], osp.join(args.work_dir, f'make_data_{option}.log'))
+    if not stale:
         print(f'[1/6] shapes datasets found in {data_dir}/', flush=True)
 
     results, backbones, checkpoints = {}, {}, {}
     for number, (name, config, sub, init_from) in enumerate(STEPS, start=2):
         print(f'[{number}/6] {name}: {config}', flush=True)
-        options = data_options(name, data_dir)
+        options = data_options(name, data_dir) + [f'randomness.seed={args.seed}']
         if args.quick:
             options += QUICK[name]
         if init_from is not None:
