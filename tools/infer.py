@@ -1,6 +1,6 @@
 """Run a trained model on images with its toolbox's own inferencer, and draw the predictions.
 
-    python tools/infer.py CONFIG CHECKPOINT INPUT [--out-dir DIR]
+    python tools/infer.py CONFIG CHECKPOINT INPUT [--out-dir DIR] [--amp]
     python tools/infer.py configs/demo/mask-rcnn_cvt-tiny_fpn_shapes.py \\
         work_dirs/demo/mask_rcnn/epoch_5.pth data/shapes/images/val --out-dir work_dirs/infer
 
@@ -9,6 +9,8 @@ config's ``default_scope`` picks the inferencer: mmdet's ``DetInferencer``, mmse
 ``MMSegInferencer`` or mmpretrain's ``ImageClassificationInferencer``. Into ``--out-dir``
 go the drawn predictions (``vis/``) and the predictions themselves: one JSON per image in
 ``preds/`` (mmdet, mmpretrain) or one label map per image in ``pred/`` (mmseg).
+``--amp`` runs the backbone and the neck under autocast (bfloat16 on the CPU and on GPUs
+that support it, else float16), the heads in float32.
 """
 from __future__ import annotations
 
@@ -18,12 +20,24 @@ import json
 import os
 import os.path as osp
 
+import torch
+
 import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
 from cvt_backbone.checkpoint import atomic_write_text, check_local_path
 from cvt_backbone.engine import ConfigError
+from cvt_backbone.engine.amp import autocast_features
 from cvt_backbone.engine.runner import load_config, run_tool
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def device(text: str) -> str:
+    """A torch device string, checked (an argparse type)."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f'not a device: {text!r} (cpu, cuda or cuda:N)') from None
+    return text
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,9 +47,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('input', help='an image, a folder of images or a glob pattern')
     parser.add_argument('--out-dir', default='work_dirs/infer', help='where drawings and '
                         'predictions go (default: work_dirs/infer)')
-    parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
+    parser.add_argument('--device', default='cpu', type=device,
+                        help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='mmdet: draw and count only boxes scoring at least this')
+    parser.add_argument('--amp', action='store_true',
+                        help='backbone and neck under autocast: bfloat16 on the CPU and on GPUs '
+                             'that support it, else float16; heads in float32')
     return parser.parse_args()
 
 
@@ -58,12 +76,19 @@ def find_images(pattern: str) -> list[str]:
     return images
 
 
+def use_amp(model, args: argparse.Namespace) -> None:
+    """With ``--amp``: the model's backbone and neck under autocast."""
+    if args.amp:
+        autocast_features(model, torch.device(args.device).type)
+
+
 def infer_mmdet(config: str, checkpoint: str, images: list[str], out_dir: str,
                 args: argparse.Namespace) -> list[str]:
     from mmdet.apis import DetInferencer
 
     inferencer = DetInferencer(model=config, weights=checkpoint, device=args.device,
                                show_progress=False)
+    use_amp(inferencer.model, args)
     classes = inferencer.model.dataset_meta['classes']
     results = inferencer(images, out_dir=out_dir, no_save_pred=False,
                          pred_score_thr=args.score_thr)
@@ -82,6 +107,7 @@ def infer_mmseg(config: str, checkpoint: str, images: list[str], out_dir: str,
     from mmseg.apis import MMSegInferencer
 
     inferencer = MMSegInferencer(model=config, weights=checkpoint, device=args.device)
+    use_amp(inferencer.model, args)
     classes = inferencer.model.dataset_meta['classes']
     predictions = inferencer(images, out_dir=out_dir)['predictions']
     if len(images) == 1:  # one image gives its map, not a list of one
@@ -96,6 +122,7 @@ def infer_mmpretrain(config: str, checkpoint: str, images: list[str], out_dir: s
 
     inferencer = ImageClassificationInferencer(model=config, pretrained=checkpoint,
                                                device=args.device)
+    use_amp(inferencer.model, args)
     for folder in ('vis', 'preds'):
         os.makedirs(osp.join(out_dir, folder), exist_ok=True)
     results = inferencer(images, show_dir=osp.join(out_dir, 'vis'))

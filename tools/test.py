@@ -4,6 +4,7 @@ Examples::
 
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --metrics-out metrics.json
+    python tools/test.py CONFIG CHECKPOINT --amp     # bfloat16 autocast (docs/usage.md)
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
@@ -17,6 +18,7 @@ from cvt_backbone.checkpoint import atomic_write_text, check_local_path
 from cvt_backbone.checkpoint import is_url
 from cvt_backbone.engine import (CompleteCheckpointHook, ConfigError,
                                  check_data_paths, check_model_config, prepare_config)
+from cvt_backbone.engine.amp import AutocastFeaturesHook
 from cvt_backbone.engine.config import drop_training
 from cvt_backbone.engine.runner import build_runner, load_config, run_tool
 from cvt_backbone.engine.visualization import enable_visualization
@@ -31,6 +33,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw every test image with its predictions into '
                         'this folder (a relative one lies inside the work dir)')
     parser.add_argument('--metrics-out', help='write the evaluation metrics to this JSON file')
+    parser.add_argument('--amp', action='store_true',
+                        help='backbone and neck under autocast: bfloat16 on the CPU and on GPUs '
+                             'that support it, else float16; heads in float32')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -71,6 +76,8 @@ def main() -> None:
 
     runner = build_runner(cfg)
     runner.register_hook(CompleteCheckpointHook(args.checkpoint))
+    if args.amp:
+        runner.register_hook(AutocastFeaturesHook())
     metrics = runner.test()
     if args.metrics_out:
         atomic_write_text(json.dumps({k: rounded(v) for k, v in metrics.items()}, indent=2)

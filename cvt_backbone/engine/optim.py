@@ -3,8 +3,10 @@
 MMEngine's ``AmpOptimWrapper`` asserts a GPU (or NPU, MLU, MUSA) when it is built and scales
 the loss for float16. On the CPU, autocast runs in bfloat16, which has float32's exponent
 range and needs no loss scaling: :class:`CpuAmpOptimWrapper` is MMEngine's plain
-``OptimWrapper`` whose optimisation context also enters ``torch.autocast('cpu', bfloat16)``.
-Parameters, gradients and the optimizer state stay float32.
+``OptimWrapper`` whose optimisation context runs the model's backbone and neck under
+``torch.autocast('cpu', bfloat16)`` (:func:`~.amp.autocast_features`): the heads and losses
+stay float32, as mmcv's CPU operators (RoIAlign, NMS) need. Parameters, gradients and the
+optimizer state stay float32.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import torch
 import torch.nn as nn
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+
+from .amp import autocast_features
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -35,6 +39,8 @@ class CpuAmpOptimWrapper(OptimWrapper):
 
     @contextlib.contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        """MMEngine's context (gradient accumulation) plus CPU autocast."""
-        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
+        """MMEngine's context (gradient accumulation), with the model's backbone and neck
+        under CPU autocast."""
+        autocast_features(model, 'cpu', self.cast_dtype)
+        with super().optim_context(model):
             yield

@@ -28,6 +28,23 @@ def test_cpu_training_with_amp_learns_in_bfloat16_with_float32_parameters(shapes
     assert floats == {torch.float32}
 
 
+@pytest.mark.slow  # tools/test.py in a subprocess
+def test_the_test_tool_runs_the_features_in_bfloat16_with_amp(trained_cls, tmp_path):
+    from tests.helpers import run_tool
+
+    metrics = {}
+    for amp in ([], ['--amp']):
+        out = tmp_path / f'metrics{len(amp)}.json'
+        result = run_tool('test.py', trained_cls['config'],
+                          trained_cls['work_dir'] / 'epoch_1.pth', '--work-dir',
+                          tmp_path / 'work', '--metrics-out', out, *amp)
+        assert result.returncode == 0, result.stderr[-3000:]
+        said = 'backbone and neck under bfloat16 autocast' in result.stdout + result.stderr
+        assert said == bool(amp)
+        metrics[bool(amp)] = json.loads(out.read_text())
+    assert metrics[True].keys() == metrics[False].keys() and 'accuracy/top1' in metrics[True]
+
+
 def amp_wrapper(monkeypatch, cuda: bool, bf16: bool = False) -> dict:
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
@@ -44,13 +61,58 @@ def test_amp_picks_the_wrapper_and_dtype_of_the_device(monkeypatch):
     assert fp16['loss_scale'] == 'dynamic'
 
 
-def test_cpu_wrapper_autocasts_the_forward():
+def test_cpu_wrapper_autocasts_the_backbone_and_neck_only():
     from cvt_backbone.engine.optim import CpuAmpOptimWrapper
-    layer = torch.nn.Linear(4, 4)
-    wrapper = CpuAmpOptimWrapper(optimizer=torch.optim.SGD(layer.parameters(), lr=0.1))
-    with wrapper.optim_context(layer):
-        out = layer(torch.randn(2, 4))
-    assert out.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.neck = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.head = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.seen = [self.backbone(x), self.neck(self.backbone(x))]
+            self.head_input_dtype = self.seen[1].dtype
+            return self.head(self.seen[1])
+
+    model = Model()
+    wrapper = CpuAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    x = torch.randn(2, 4)
+    with wrapper.optim_context(model):
+        out = model(x)
+    # the backbone ran in bfloat16 and handed float32 on; the head ran in float32
+    expected = torch.nn.functional.linear(x.bfloat16(), model.backbone.weight.bfloat16(),
+                                          model.backbone.bias.bfloat16()).float()
+    assert torch.equal(model.seen[0], expected)
+    assert model.head_input_dtype == torch.float32 and out.dtype == torch.float32
+    assert torch.allclose(out, model.head(model.seen[1]))
+    assert set(model.state_dict()) == {f'{p}.{n}' for p in ('backbone', 'neck', 'head')
+                                       for n in ('weight', 'bias')}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match='bfloat16 or float16'):
-        CpuAmpOptimWrapper(dtype='float64', optimizer=torch.optim.SGD(layer.parameters(),
+        CpuAmpOptimWrapper(dtype='float64', optimizer=torch.optim.SGD(model.parameters(),
                                                                      lr=0.1))
+
+
+def test_autocast_features_wraps_once_and_a_bare_backbone_whole():
+    from cvt_backbone.engine.amp import autocast_features, feature_parts
+
+    layer = torch.nn.Linear(4, 4)
+    assert feature_parts(layer) == [layer]
+    assert autocast_features(layer, 'cpu') == torch.bfloat16
+    wrapped = layer.forward
+    autocast_features(layer, 'cpu')
+    assert layer.forward is wrapped
+    x = torch.randn(3, 4)
+    assert torch.equal(layer(x), torch.nn.functional.linear(
+        x.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16()).float())
+
+
+def test_inference_dtype_follows_the_device(monkeypatch):
+    from cvt_backbone.engine.amp import inference_amp_dtype
+
+    assert inference_amp_dtype('cpu') == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: False)
+    assert inference_amp_dtype('cuda') == torch.float16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: True)
+    assert inference_amp_dtype('cuda') == torch.bfloat16

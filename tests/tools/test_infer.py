@@ -135,26 +135,31 @@ def _image(folder: Path) -> Path:
 
 @pytest.fixture(scope='module')
 def tool_results(demo_setup) -> dict[str, subprocess.CompletedProcess]:
-    """tools/infer.py on a folder (mmdet), a single image (mmseg) and a glob (mmpretrain)."""
+    """tools/infer.py on a folder (mmdet), a single image (mmseg) and a glob (mmpretrain),
+    each also with ``--amp``."""
     inputs = {'mmdet': demo_setup['scenes'], 'mmseg': demo_setup['scenes'] / '00002.png',
               'mmpretrain': demo_setup['cls_images'] / '*' / '*.png',
               'nothing': demo_setup['tmp'] / 'no_such_folder' / '*.png'}
+    inputs.update({f'{toolbox}-amp': inputs[toolbox] for toolbox in DEMO})
 
     def run(name: str) -> subprocess.CompletedProcess:
-        toolbox = 'mmdet' if name == 'nothing' else name
+        toolbox = 'mmdet' if name == 'nothing' else name.split('-')[0]
+        amp = ['--amp'] if name.endswith('-amp') else []
         return run_tool('infer.py', DEMO[toolbox], demo_setup['checkpoints'][toolbox],
-                        inputs[name], '--out-dir', demo_setup['tmp'] / f'tool_{name}')
+                        inputs[name], '--out-dir', demo_setup['tmp'] / f'tool_{name}', *amp)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip(inputs, pool.map(run, inputs)))
 
 
+@pytest.mark.parametrize('amp', ['', '-amp'])
 @pytest.mark.parametrize('toolbox, folder', [('mmdet', 'preds'), ('mmseg', 'pred'),
                                              ('mmpretrain', 'preds')])
-def test_infer_tool_draws_and_writes_every_image(tool_results, demo_setup, toolbox, folder):
-    result = tool_results[toolbox]
+def test_infer_tool_draws_and_writes_every_image(tool_results, demo_setup, toolbox, folder,
+                                                 amp):
+    result = tool_results[toolbox + amp]
     assert result.returncode == 0, result.stderr[-3000:]
-    out = demo_setup['tmp'] / f'tool_{toolbox}'
+    out = demo_setup['tmp'] / f'tool_{toolbox}{amp}'
     expected = 1 if toolbox == 'mmseg' else 3
     assert len(list((out / 'vis').glob('*.png'))) == expected
     assert len(list((out / folder).iterdir())) == expected
