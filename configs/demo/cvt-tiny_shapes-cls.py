@@ -64,7 +64,9 @@ param_scheduler = [
          convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=4)
+# 12 epochs: after 8 the top-1 of three seeds ranged from 96.3 to 98.0 %, too close to the
+# demo's 95 % target.
+train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()
 
