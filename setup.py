@@ -59,6 +59,9 @@ setup(
         # ONNX export (tools/deployment/): torch's torch.export-based exporter needs
         # onnxscript; tested in the newest environment only (tools/env/newest.txt)
         'deploy': ['onnx>=1.23,<2', 'onnxruntime>=1.32,<2', 'onnxscript>=0.7,<0.8'],
+        # The exported ONNX file as an OpenVINO model, checked (pytorch2onnx.py --openvino),
+        # and the OpenVINO rows of the benchmark. Newest environment only, as [deploy].
+        'openvino': ['openvino>=2026.4,<2027'],
         # Whole detectors and segmentors through mmdeploy (tools/deployment/
         # mmdeploy_export.py): what mmdeploy 1.3.1 imports. mmdeploy itself goes in with
         # `pip install --no-deps mmdeploy==1.3.1`: its wheel pins protobuf<=3.20.2, which no

@@ -16,14 +16,14 @@
 #      else; torch 2.1 builds it unpatched. With a CUDA GPU visible to torch (or FORCE_CUDA=1)
 #      the CUDA ops are built too, with the nvcc of $CUDA_HOME or PATH.
 #   4. the project with the three toolboxes and the test extra: pip install -e .[all,tests]
-#      (newest: and the ONNX tools, [deploy], and mmdeploy: [mmdeploy], then mmdeploy itself
+#      (newest: and the ONNX tools, [deploy] and [openvino], and mmdeploy: [mmdeploy], then mmdeploy itself
 #      without its dependencies, whose protobuf pin no onnx of [deploy] accepts)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME="${1:-newest}"
 case "$NAME" in
-  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,deploy,mmdeploy
+  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,deploy,openvino,mmdeploy
     NO_DEPS=(mmdeploy) ;;
   # torch 2.1's cpp_extension imports pkg_resources.packaging, which setuptools 70 removed
   # (no [deploy]: the ONNX tools need the exporter of a recent torch, and run in newest only)

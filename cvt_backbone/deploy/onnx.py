@@ -223,7 +223,7 @@ def second_shape(shape: tuple[int, int], min_size: int) -> tuple[int, int]:
 
 @dataclass
 class CheckResult:
-    """onnxruntime against PyTorch at one input size.
+    """A runtime against PyTorch at one input size.
 
     Attributes:
         shape: The input shape ``(B, 3, H, W)``.
@@ -231,41 +231,46 @@ class CheckResult:
         relative: Largest, over the outputs, of each output's largest absolute difference
             over its largest PyTorch magnitude.
         worst: The output with that relative difference.
+        tolerance: The largest ``relative`` that passes.
+        runtime: What ran the exported model, as the report names it.
     """
     shape: tuple[int, ...]
     max_abs: float
     relative: float
     worst: str
+    tolerance: float = TOLERANCE
+    runtime: str = 'ONNX'
 
     @property
     def passed(self) -> bool:
-        return self.relative <= TOLERANCE
+        return self.relative <= self.tolerance
 
     def describe(self) -> str:
         size = 'x'.join(map(str, self.shape))
-        verdict = 'ok' if self.passed else f'FAILED (> {TOLERANCE:g})'
-        return (f'{size}: max |ONNX - PyTorch| {self.max_abs:.3g}, relative to the output '
-                f'scale {self.relative:.3g} ({self.worst}) {verdict}')
+        verdict = 'ok' if self.passed else f'FAILED (> {self.tolerance:g})'
+        return (f'{size}: max |{self.runtime} - PyTorch| {self.max_abs:.3g}, relative to the '
+                f'output scale {self.relative:.3g} ({self.worst}) {verdict}')
 
 
 def compare(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...],
-            names: list[str], shape: tuple[int, ...]) -> CheckResult:
-    """Compare onnxruntime's outputs with PyTorch's (same order)."""
+            names: list[str], shape: tuple[int, ...], tolerance: float = TOLERANCE,
+            runtime: str = 'ONNX') -> CheckResult:
+    """Compare a runtime's outputs with PyTorch's (same order)."""
     if len(outputs) != len(references):
-        raise ExportError(f'the ONNX graph has {len(outputs)} outputs, PyTorch gives '
+        raise ExportError(f'the {runtime} model has {len(outputs)} outputs, PyTorch gives '
                           f'{len(references)}')
     max_abs, relative, worst = 0., -1., names[0]
     for name, out, ref in zip(names, outputs, references):
         ref = ref.numpy()
         if out.shape != ref.shape:
-            raise ExportError(f'output {name} at input {shape}: ONNX shape {out.shape}, PyTorch '
-                              f'{ref.shape}')
+            raise ExportError(f'output {name} at input {shape}: {runtime} shape {out.shape}, '
+                              f'PyTorch {ref.shape}')
         diff = float(np.abs(out - ref).max())
         rel = diff / max(float(np.abs(ref).max()), 1e-12)
         max_abs = max(max_abs, diff)
         if rel > relative:
             relative, worst = rel, name
-    return CheckResult(shape, max_abs, relative, worst)
+    return CheckResult(shape, max_abs, relative, worst, tolerance, runtime)
 
 
 def ort_session(path: str, threads: int | None = None):

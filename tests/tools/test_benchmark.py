@@ -41,7 +41,14 @@ def test_default_cases_cover_the_issue():
     for name in ('infer-b8-224x224/cvt-13', 'infer-b8-224x224/port-cvt-13',
                  'infer-b1-800x1344/cvt-21', 'infer-b1-800x1344/port-cvt-13',
                  'infer-b1-800x1344/swin-t', 'infer-b1-800x1344/cvt-13-kv4',
-                 'train-b1-800x1344/cvt-13', 'train-b1-800x1344-with_cp/cvt-13'):
+                 'train-b1-800x1344/cvt-13', 'train-b1-800x1344-with_cp/cvt-13',
+                 # PyTorch against the runtimes, fp32 and bf16, both sizes; training in both
+                 'infer-b1-800x1344/cvt-13-compiled', 'infer-b1-800x1344/ort-cvt-13',
+                 'infer-b1-800x1344/ov-cvt-13', 'infer-b1-800x1344-bf16/cvt-13',
+                 'infer-b1-800x1344-bf16/cvt-13-compiled', 'infer-b1-800x1344-bf16/ov-cvt-13',
+                 'infer-b8-224x224-bf16/cvt-13', 'infer-b8-224x224-bf16/ov-cvt-13',
+                 'infer-b8-224x224/ov-cvt-13', 'train-b8-224x224/cvt-13',
+                 'train-b8-224x224-bf16/cvt-13'):
         assert name in names
     assert not any('fp16' in n for n in names)
     assert any('fp16' in c.name for c in default_cases('cuda'))
@@ -64,6 +71,28 @@ def test_measure_in_process():
     assert result['latency'] > 0 and result['gemm'] > 0
     assert result['flops'] == 3 * 2 * result['macs'] > 0
     assert result['process_peak'] >= result['increase'] >= 0
+
+
+@pytest.mark.parametrize('model, precision', [('ort-cvt-13', 'fp32'), ('ov-cvt-13', 'fp32'),
+                                              ('ov-cvt-13', 'bf16')])
+def test_measure_a_runtime_running_our_export(model, precision):
+    pytest.importorskip('onnxscript')
+    pytest.importorskip('openvino' if model.startswith('ov') else 'onnxruntime')
+    case = Case(model, 'infer', 1, 48, 64, precision=precision, warmup=1, repeats=1)
+    settings = Settings('cpu', threads=1, gemm_size=128)
+    if precision == 'bf16':
+        from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+        from cvt_backbone.deploy.onnx import build_target, export_onnx
+        # the row needs a CPU on which OpenVINO runs bf16; elsewhere it says so
+        path = f'{pytest.importorskip("tempfile").mkdtemp()}/m.onnx'
+        export_onnx(build_target('cvt-13'), path, (64, 64), dynamic=True)
+        if effective_precision(compile_openvino(path, 'bf16')) != 'bf16':
+            with pytest.raises(ValueError, match='not bf16'):
+                measure(case, settings, report=lambda _: None)
+            return
+    result = measure(case, settings, report=lambda _: None)
+    assert result['name'] == f'infer-b1-48x64{"-bf16" * (precision == "bf16")}/{model}'
+    assert result['latency'] > 0 and result['macs'] > 0 and result['first_call'] is None
 
 
 def fake_result(model: str, latency: float, task: str = 'infer') -> dict:

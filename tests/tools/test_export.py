@@ -31,6 +31,9 @@ needs_deploy = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in DEPLOY_PACKAGES),
     reason='the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed')
 
+#: The [openvino] extra: the tool's --openvino writes and checks an OpenVINO model.
+HAS_OPENVINO = importlib.util.find_spec('openvino') is not None
+
 CLS_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
 DET_CONFIG = ROOT / 'configs' / 'demo' / 'mask-rcnn_cvt-tiny_fpn_shapes.py'
 #: (B, 3, H, W): the export size, a non-square one, an odd one.
@@ -163,7 +166,8 @@ def classifier_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     randomize_norms(model.backbone, 1)
     atomic_save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'cls.pth')
     return tmp, run_export_tool(CLS_CONFIG, tmp / 'cls.onnx', '--checkpoint', tmp / 'cls.pth',
-                                '--dynamic', '--shape', '64', '64')
+                                '--dynamic', '--shape', '64', '64',
+                                *(['--openvino'] if HAS_OPENVINO else []))
 
 
 @pytest.fixture(scope='module')
@@ -174,11 +178,16 @@ def tool_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     no_onnxruntime.mkdir(parents=True)
     (no_onnxruntime / '__init__.py').write_text("raise ImportError('no onnxruntime here')\n")
     without_ort = dict(ENV, PYTHONPATH=f'{tmp / "no_ort"}:{ENV["PYTHONPATH"]}')
+    no_openvino = tmp / 'no_ov' / 'openvino'
+    no_openvino.mkdir(parents=True)
+    (no_openvino / '__init__.py').write_text("raise ImportError('no openvino here')\n")
+    without_ov = dict(ENV, PYTHONPATH=f'{tmp / "no_ov"}:{ENV["PYTHONPATH"]}')
     cases = {
         'unknown_preset': (['cvt-99', tmp / 'x.onnx'], ENV),
         'missing_config': ([tmp / 'nope.py', tmp / 'x.onnx'], ENV),
         'bad_shape': (['cvt-13', tmp / 'x.onnx', '--shape', '2', '64'], ENV),
         'no_extra': (['cvt-13', tmp / 'x.onnx'], without_ort),
+        'no_openvino': (['cvt-13', tmp / 'x.onnx', '--openvino'], without_ov),
     }
 
     def run(name: str) -> subprocess.CompletedProcess:
@@ -205,6 +214,33 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     assert_onnx_matches(tmp / 'cls.onnx', lambda x: (model(x, mode='tensor'),))
 
 
+@needs_deploy
+@pytest.mark.skipif(not HAS_OPENVINO, reason='the [openvino] extra is not installed')
+@pytest.mark.slow
+def test_tool_writes_and_checks_the_openvino_model(classifier_run):
+    from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+
+    tmp, result = classifier_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp / 'cls.xml').is_file() and (tmp / 'cls.bin').stat().st_size > 0
+    f32 = [line for line in result.stdout.splitlines() if 'OpenVINO f32 at' in line]
+    assert len(f32) == 2 and all(line.endswith(' ok') for line in f32), result.stdout
+    bf16 = [line for line in result.stdout.splitlines() if 'OpenVINO bf16 at' in line]
+    if effective_precision(compile_openvino(str(tmp / 'cls.xml'), 'bf16')) == 'bf16':
+        assert len(bf16) == 2 and all(line.endswith(' ok') for line in bf16), result.stdout
+    else:
+        assert not bf16 and 'OpenVINO bf16: not checked' in result.stdout
+    # the saved model keeps float32 weights and computes what PyTorch does
+    model, _ = build_config_model(str(CLS_CONFIG))
+    load_model_weights(model, str(tmp / 'cls.pth'))
+    compiled = compile_openvino(str(tmp / 'cls.xml'), 'f32')
+    x = torch.randn(3, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+    got = torch.from_numpy(compiled(x.numpy())[0])
+    assert relative_error(got, expected) < 1e-4
+
+
 @pytest.mark.parametrize('case, message', [
     ('unknown_preset', "error: 'cvt-99' is neither a CvT preset (cvt-13, cvt-21, cvt-w24) nor "
                        "a config file"),
@@ -212,6 +248,8 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     ('bad_shape', 'error: --shape 2 64 is too small: each side must be at least 3 pixels'),
     ('no_extra', 'is not installed: the ONNX tools need the [deploy] extra '
                  '(pip install -e .[deploy])'),
+    ('no_openvino', 'error: openvino is not installed: OpenVINO models need the [openvino] '
+                    'extra (pip install -e .[openvino])'),
 ])
 @pytest.mark.slow
 def test_bad_input_gets_one_error_line(tool_runs, case, message):

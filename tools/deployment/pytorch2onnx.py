@@ -1,9 +1,10 @@
 """Export a CvT preset, or the model of a config, to ONNX and check the file with onnxruntime.
 
     python tools/deployment/pytorch2onnx.py cvt-13 cvt-13.onnx --dynamic
+    python tools/deployment/pytorch2onnx.py cvt-13 cvt-13.onnx --dynamic --openvino
     python tools/deployment/pytorch2onnx.py cvt-13 cvt-13.onnx --checkpoint CvT-13-224x224-IN-1k.pth
     python tools/deployment/pytorch2onnx.py configs/demo/cvt-tiny_shapes-cls.py cls.onnx \\
-        --checkpoint work_dirs/demo/cls/epoch_8.pth --dynamic
+        --checkpoint work_dirs/demo/cls/epoch_12.pth --dynamic
 
 What is exported:
 
@@ -20,6 +21,11 @@ The tool then runs the file with onnxruntime on random inputs at the export shap
 dynamic export, at a second, non-square size that is not a multiple of 16, prints the
 largest difference to PyTorch, and fails when it exceeds 1e-4 of the output scale.
 Needs the ``[deploy]`` extra (onnx, onnxruntime, onnxscript).
+
+``--openvino`` also writes the OpenVINO model (``cvt-13.xml`` and ``cvt-13.bin`` beside the
+ONNX file, fp32 weights) and checks it the same way with OpenVINO's CPU plugin: in f32
+within 1e-4 of the output scale, and in bf16 within 2e-2 where the CPU has native bf16
+(AVX-512 BF16 or AMX). Needs the ``[openvino]`` extra.
 """
 from __future__ import annotations
 
@@ -27,9 +33,10 @@ import argparse
 
 import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
 from cvt_backbone import CvT
-from cvt_backbone.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
+from cvt_backbone.deploy.onnx import (DEFAULT_OPSET, ExportError,
                                       build_target, check_export, export_inputs,
                                       export_onnx, require_deploy_extra, second_shape)
+from cvt_backbone.deploy.openvino import check_openvino, require_openvino, save_openvino
 from cvt_backbone.engine.runner import run_tool
 
 
@@ -52,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--check-shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='the second size the check runs at (dynamic exports; default: '
                              'about 3/4 of --shape, non-square, not a multiple of 16)')
+    parser.add_argument('--openvino', action='store_true',
+                        help='also write the OpenVINO model (.xml/.bin beside OUTPUT) and check '
+                             'it in f32 and bf16 ([openvino] extra)')
     return parser.parse_args()
 
 
@@ -70,6 +80,8 @@ def main() -> None:
     target = build_target(args.model, args.checkpoint)
     shape = checked_shape(args.shape or target.default_shape, target.min_size, '--shape')
     require_deploy_extra()
+    if args.openvino:
+        require_openvino()
     print(f'Exporting {target.title} at {shape[0]}x{shape[1]}'
           f'{" (dynamic batch, height and width)" if args.dynamic else ""}, opset {args.opset}',
           flush=True)
@@ -86,11 +98,23 @@ def main() -> None:
     results = check_export(args.output, target, shapes)
     for result in results:
         print(f'  onnxruntime at {result.describe()}')
+    if args.openvino:
+        xml = args.output[:-len('.onnx')] + '.xml'
+        save_openvino(args.output, xml)
+        print(f'Wrote {xml} and its .bin (OpenVINO, fp32 weights)')
+        checks = check_openvino(xml, target, shapes)
+        if 'bf16' not in checks:
+            print('  OpenVINO bf16: not checked, this CPU has no native bf16 (OpenVINO runs '
+                  'f32 here)')
+        for precision_results in checks.values():
+            results += precision_results
+            for result in precision_results:
+                print(f'  {result.runtime} at {result.describe()}')
     failed = [r for r in results if not r.passed]
     if failed:
-        raise ExportError(f'the ONNX graph differs from PyTorch by {failed[0].relative:.3g} of '
-                          f'the output scale at input {failed[0].shape} (tolerance '
-                          f'{TOLERANCE:g})')
+        raise ExportError(f'{failed[0].runtime} differs from PyTorch by {failed[0].relative:.3g} '
+                          f'of the output scale at input {failed[0].shape} (tolerance '
+                          f'{failed[0].tolerance:g})')
 
 
 if __name__ == '__main__':

@@ -13,7 +13,9 @@ class ModelSpec:
     Attributes:
         label: Name in the table.
         kind: ``'ours'`` (this package's CvT), ``'port'`` (transformers' ``CvtModel`` with
-            the weights of our CvT of the same arch) or ``'swin'`` (mmdet's Swin-T).
+            the weights of our CvT of the same arch), ``'swin'`` (mmdet's Swin-T), or a
+            runtime running our CvT's ONNX export (:func:`~cvt_backbone.deploy.onnx.export_onnx`,
+            dynamic sizes): ``'onnxruntime'`` or ``'openvino'`` (inference only).
         arch: CvT preset (ours and port).
         cvt_kwargs: Further CvT arguments (ours and port).
         flop_key: Models with the same key compute the same function: their FLOPs are
@@ -21,6 +23,8 @@ class ModelSpec:
         port: Key of the transformers port that this model's speed-up is measured against.
         deploy: Built, then :meth:`~cvt_backbone.CvT.switch_to_deploy` (BatchNorm folded;
             inference only).
+        compile: Run through ``torch.compile`` (its first call, compilation included, is
+            reported on its own).
     """
 
     label: str
@@ -30,6 +34,7 @@ class ModelSpec:
     flop_key: str = ''
     port: str | None = None
     deploy: bool = False
+    compile: bool = False
 
 
 MODELS = {
@@ -42,6 +47,12 @@ MODELS = {
     'cvt-13-kv4': ModelSpec('CvT-13, kv_strides=[4,2,2]', 'ours', 'cvt-13',
                             dict(kv_strides=[4, 2, 2]), flop_key='cvt-13-kv4',
                             port='port-cvt-13'),
+    'cvt-13-compiled': ModelSpec('CvT-13, torch.compile', 'ours', 'cvt-13', flop_key='cvt-13',
+                                 port='port-cvt-13', compile=True),
+    'ort-cvt-13': ModelSpec('CvT-13 ONNX, onnxruntime', 'onnxruntime', 'cvt-13',
+                            flop_key='cvt-13', port='port-cvt-13'),
+    'ov-cvt-13': ModelSpec('CvT-13 ONNX, OpenVINO', 'openvino', 'cvt-13', flop_key='cvt-13',
+                           port='port-cvt-13'),
     'cvt-21': ModelSpec('CvT-21', 'ours', 'cvt-21', flop_key='cvt-21', port='port-cvt-21'),
     'port-cvt-13': ModelSpec('transformers CvtModel (CvT-13)', 'port', 'cvt-13',
                              flop_key='cvt-13', port='port-cvt-13'),
@@ -62,7 +73,8 @@ class Case:
         height: Input height.
         width: Input width.
         with_cp: Activation checkpointing (training).
-        precision: ``'fp32'``, or ``'fp16'`` / ``'bf16'`` autocast.
+        precision: ``'fp32'``, or ``'fp16'`` / ``'bf16'``: autocast for PyTorch, OpenVINO's
+            inference precision for OpenVINO.
         mmap_threshold: Run the case's process with glibc's ``MALLOC_MMAP_THRESHOLD_`` set
             to this many bytes: blocks at least that large are mapped on their own and given
             back to the system when freed. None: glibc's default, a threshold that rises
@@ -144,6 +156,8 @@ def default_cases(device: str) -> list[Case]:
     if device == 'cpu':
         cases += [Case('cvt-13', 'train', 1, *det, with_cp=with_cp, warmup=1, repeats=2,
                        mmap_threshold=CPU_MMAP_THRESHOLD) for with_cp in (False, True)]
+    if device == 'cpu':
+        cases += runtime_cases()
     if device == 'cuda':
         for precision in ('fp16', 'bf16'):
             cases += _grid('infer', 8, 224, 224, ['cvt-13', 'port-cvt-13', 'swin-t'],
@@ -152,6 +166,27 @@ def default_cases(device: str) -> list[Case]:
                            repeats=10, precision=precision)
             cases += _grid('train', 1, *det, ['cvt-13', 'swin-t'], warmup=2, repeats=5,
                            precision=precision)
+    return cases
+
+
+#: The PyTorch paths and the runtimes compared on the CPU, per precision (eager fp32
+#: CvT-13 inference is in the main grid).
+RUNTIME_MODELS = {'fp32': ['cvt-13-compiled', 'ort-cvt-13', 'ov-cvt-13'],
+                  'bf16': ['cvt-13', 'cvt-13-compiled', 'ov-cvt-13']}
+
+
+def runtime_cases() -> list[Case]:
+    """CvT-13 in PyTorch (eager and compiled) against onnxruntime and OpenVINO running its
+    ONNX export, in fp32 and bf16, at classification and detection sizes; and a training
+    step at classification size in fp32 and under bf16 autocast."""
+    cases = []
+    for precision, models in RUNTIME_MODELS.items():
+        cases += _grid('infer', 8, 224, 224, models, warmup=2, repeats=5, precision=precision)
+        cases += _grid('infer', 1, 800, 1344, models, warmup=1, repeats=3,
+                       precision=precision)
+    for precision in ('fp32', 'bf16'):
+        cases += _grid('train', 8, 224, 224, ['cvt-13'], warmup=1, repeats=3,
+                       precision=precision)
     return cases
 
 

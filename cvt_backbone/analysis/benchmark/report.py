@@ -3,19 +3,23 @@ from __future__ import annotations
 
 from .cases import MODELS, Case
 
-KIND_LABELS = {'ours': 'this CvT', 'port': 'transformers CvtModel', 'swin': 'mmdet Swin-T'}
+KIND_LABELS = {'ours': 'this CvT', 'port': 'transformers CvtModel', 'swin': 'mmdet Swin-T',
+               'onnxruntime': 'our ONNX, onnxruntime', 'openvino': 'our ONNX, OpenVINO'}
 
 CONVENTIONS = (
     'Latency: median of the timed runs after warm-up. Memory: each case runs in a fresh '
     'process; "peak" is the whole process (imports and weights included), "+built" is the '
     'peak above the process right after the model and input were built. FLOPs: 2 x '
     'multiply-accumulates of the forward (attention matmuls included); a training step '
-    'counts 3 x the forward. "GEMM": rate of a square fp32 matmul (the case\'s dtype for '
-    'autocast rows), median of 5, measured in the same process before and after the case, '
-    'the higher of the two; "of GEMM": achieved FLOP rate over it. "x port": latency of '
+    'counts 3 x the forward. "GEMM": rate of a square torch matmul in the row\'s precision '
+    '(fp32, or bf16 / fp16 for those rows, whatever ran them), median of 5, measured in the '
+    'same process before and after the case, the higher of the two; "of GEMM": achieved FLOP rate over it. "x port": latency of '
     'transformers\' CvtModel (same weights, same input, its own process) over this row\'s '
     'latency; "x port, per GEMM": the same with each latency counted in its own process\'s '
-    'matmul time, which cancels a load that differed between the two processes.')
+    'matmul time, which cancels a load that differed between the two processes. bf16 rows: '
+    'PyTorch under torch.autocast, OpenVINO with INFERENCE_PRECISION_HINT bf16; onnxruntime '
+    'and OpenVINO run the ONNX file tools/deployment/pytorch2onnx.py --dynamic writes. '
+    'torch.compile rows: the first call, compilation included, is given with the model.')
 
 
 def speedups(results: list[dict]) -> dict[str, tuple[float, float]]:
@@ -53,6 +57,8 @@ def markdown_table(results: list[dict]) -> str:
     for result in results:
         case = Case(**result['case'])
         label = MODELS[case.model].label
+        if result.get('first_call') is not None:
+            label += f' (first call {_format_latency(result["first_call"])})'
         if 'error' in result:
             lines.append(f'| {case.setting} | {label} | failed: {result["error"]} |'
                          + ' |' * 8)

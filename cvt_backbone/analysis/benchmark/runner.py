@@ -61,6 +61,45 @@ def device_name(device: str) -> str:
 
 
 # ---------------------------------------------------------------------------- in the worker
+#: Model kinds that are another runtime running our CvT's ONNX export.
+RUNTIMES = ('onnxruntime', 'openvino')
+
+
+class RuntimeModel:
+    """Our CvT exported to ONNX (dynamic sizes) and run by onnxruntime or OpenVINO on the
+    CPU, called like the PyTorch model: a ``(B, 3, H, W)`` tensor in, numpy maps out.
+
+    Args:
+        case: The case (its model kind, arch and precision).
+        threads: Intra-op threads.
+        folder: Where the ONNX file is written.
+    """
+
+    def __init__(self, case: Case, threads: int, folder: str) -> None:
+        from cvt_backbone.deploy.onnx import build_target, export_onnx, ort_session
+
+        path = os.path.join(folder, 'model.onnx')
+        export_onnx(build_target(case.spec.arch), path, (224, 224), dynamic=True)
+        if case.spec.kind == 'onnxruntime':
+            if case.precision != 'fp32':
+                raise ValueError('onnxruntime rows run the fp32 export only')
+            session = ort_session(path, threads)
+            self._run = lambda x: session.run(None, {'input': x})
+        else:
+            from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+
+            wanted = {'fp32': 'f32'}.get(case.precision, case.precision)  # OpenVINO's names
+            compiled = compile_openvino(path, wanted, threads)
+            if effective_precision(compiled) != wanted:
+                raise ValueError(f'OpenVINO runs {effective_precision(compiled)} on this CPU, '
+                                 f'not {wanted}')
+            request = compiled.create_infer_request()
+            self._run = lambda x: request.infer({0: x})
+
+    def __call__(self, x: torch.Tensor):
+        return self._run(x.numpy())
+
+
 def build_model(case: Case) -> nn.Module:
     """The case's model with the official (CvT, port) or default (Swin) initialisation."""
     from ..models import build_preset, build_swin_tiny
@@ -99,6 +138,10 @@ def make_step(model: nn.Module, case: Case, x: torch.Tensor) -> Callable[[], Non
             return contextlib.nullcontext()
         return torch.autocast(x.device.type, dtype=DTYPES[case.precision])
 
+    if isinstance(model, RuntimeModel):
+        if case.task != 'infer':
+            raise ValueError(f'{case.spec.kind} rows are inference only')
+        return lambda: model(x)
     if case.task == 'infer':
         model.eval()
 
@@ -126,7 +169,7 @@ def forward_macs(case: Case, model: nn.Module, x: torch.Tensor) -> int:
     from ..models import build_preset
 
     spec = case.spec
-    if spec.kind == 'port':
+    if spec.kind == 'port' or spec.kind in RUNTIMES:
         model = build_preset(spec.arch, **spec.cvt_kwargs).to(x.device)
     model.eval()
     return count_flops(model, x).macs
@@ -154,18 +197,31 @@ def measure(case: Case, settings: Settings, report: Callable[[str], None],
     report('matmul probe')
     rate_before = matmul_rate(settings.gemm_size, device, dtype)
     report('building the model')
-    model = build_model(case).to(device)
-    x = torch.randn(case.batch, 3, case.height, case.width, device=device)
-    step = make_step(model, case, x)
-    memory = CudaMemory() if device.type == 'cuda' else HostMemory()
-    memory.start()
-    times = time_runs(step, case.warmup, case.repeats, device, report)
+    with tempfile.TemporaryDirectory() as folder:
+        if case.spec.kind in RUNTIMES:
+            model = RuntimeModel(case, settings.threads, folder)
+        else:
+            model = build_model(case).to(device)
+        x = torch.randn(case.batch, 3, case.height, case.width, device=device)
+        if case.spec.compile:
+            model = torch.compile(model)
+        step = make_step(model, case, x)
+        memory = CudaMemory() if device.type == 'cuda' else HostMemory()
+        memory.start()
+        first_call = None
+        if case.spec.compile:
+            report('first call (compiling)')
+            start = time.perf_counter()
+            step()
+            first_call = time.perf_counter() - start
+        times = time_runs(step, case.warmup, case.repeats, device, report)
     increase, process_peak = memory.increase(), memory.process_peak()
     report('matmul probe')
     rate_after = matmul_rate(settings.gemm_size, device, dtype)
     if macs is None:
         report('counting FLOPs')
-        macs = forward_macs(case, model, x)
+        macs = forward_macs(case, build_model(case).to(device) if case.spec.compile else model,
+                            x)
     latency = statistics.median(times)
     flops = 2 * macs * (3 if case.task == 'train' else 1)
     gemm = max(rate_before, rate_after)
@@ -173,7 +229,8 @@ def measure(case: Case, settings: Settings, report: Callable[[str], None],
         name=case.name, case=case.to_dict(), times=times, latency=latency,
         memory=memory.name, process_peak=process_peak, increase=increase, macs=macs,
         flops=flops, achieved=flops / latency / 1e9, gemm=gemm, gemm_before=rate_before,
-        gemm_after=rate_after, fraction_of_gemm=flops / latency / 1e9 / gemm)
+        gemm_after=rate_after, fraction_of_gemm=flops / latency / 1e9 / gemm,
+        first_call=first_call)
 
 
 def worker_main(argv: list[str]) -> None:
