@@ -1,5 +1,5 @@
 # The commands of README.md. Each sets up its environment first (skipping finished steps).
-#   make demo       the demo, in the newest environment (.venv/)
+#   make demo       the demo, in the newest environment (.venv/); make demo SEED=1: another seed
 #   make test       the whole suite in the newest environment (.venv/), then the suite of
 #                   OLDEST_TESTS in the oldest one (.venv-oldest/, torch 2.1.2); .ci/run runs it
 #   make test-fast  the newest environment's suite without the tests marked slow (tool
@@ -24,7 +24,7 @@ setup-oldest:
 	bash tools/setup_env.sh oldest
 
 demo: setup
-	$(PY) tools/demo/run_demo.py
+	$(PY) tools/demo/run_demo.py $(if $(SEED),--seed $(SEED))
 
 test: test-newest test-oldest
 

@@ -184,7 +184,7 @@ def test_the_docs_inferencer_snippet_runs_as_written(demo_setup, tmp_path):
     (tmp_path / 'configs').symlink_to(ROOT / 'configs')
     weights = {'mmdet': 'work_dirs/demo/mask_rcnn/epoch_5.pth',
                'mmseg': 'work_dirs/demo/upernet/iter_1000.pth',
-               'mmpretrain': 'work_dirs/demo/cls/epoch_8.pth'}
+               'mmpretrain': 'work_dirs/demo/cls/epoch_12.pth'}
     for toolbox, path in weights.items():
         assert f"'{path}'" in snippet, path
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)

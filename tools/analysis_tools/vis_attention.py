@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/vis_attention.py cvt-13 CvT-13-224x224-IN-1k.pth cat.jpg
     python tools/analysis_tools/vis_attention.py configs/demo/cvt-tiny_shapes-cls.py \\
-        work_dirs/demo/cls/epoch_8.pth data/shapes_cls/val/circle/00001.png --points 20,30
+        work_dirs/demo/cls/epoch_12.pth data/shapes_cls/val/circle/00001.png --points 20,30
 
 One row per query: the class token (in a stage that has one: the last of the presets) and
 each ``--points x,y`` (image pixels; default the image centre), and one column per head:
