@@ -180,10 +180,11 @@ def test_more_schedulers_than_iterations_name_what_to_set():
 
 def test_prepare_config_keeps_the_length_the_schedule_was_written_for():
     original = Config.fromfile(ROOT / 'configs/demo/cvt-tiny_shapes-cls.py')
+    written = original.train_cfg.max_epochs
     cfg = copy.deepcopy(original)
     cfg.train_cfg.max_epochs = 2
     prepare_config(cfg, 'x.py', original=original)
-    assert cfg.schedule_length == dict(max_epochs=8)
+    assert written > 2 and cfg.schedule_length == dict(max_epochs=written)
     assert cfg.param_scheduler == original.param_scheduler  # fitted by the Runner
     same = copy.deepcopy(original)
     prepare_config(same, 'x.py', original=original)
