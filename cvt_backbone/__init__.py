@@ -1,23 +1,26 @@
 """cvt-backbone: CvT (Convolutional vision Transformer) for mmpretrain, mmdet and mmseg.
 
-Importing the package checks torch, mmengine, mmcv and the toolboxes against the supported
-versions (:mod:`cvt_backbone.versions`) and registers :class:`CvT` in the model registry of
-each installed toolbox; it changes nothing else in the process. CvT's own loaders
-(``init_cfg``, ``pretrained``, :func:`load_cvt_weights`, the converter) always read through
-:func:`read_checkpoint`, which runs no code from a checkpoint. MMEngine-wide protections
-(every checkpoint scheme read safely, atomic writes, the checkpoint hook that never loses a
-run, seeded samplers) are the opt-in :mod:`cvt_backbone.engine`, which the project's configs
-name in ``custom_imports``.
+Importing the package checks torch, NumPy and mmengine against the supported versions
+(:mod:`cvt_backbone.version`) and registers: :class:`CvT` in MMEngine's root ``MODELS``
+registry, which the registries of mmpretrain, mmdet and mmsegmentation fall back to; and,
+where mmpretrain is installed, the configs' model index in mmpretrain's model hub
+(:func:`~cvt_backbone.checkpoint.zoo.register_model_index`). It replaces nothing in another
+package. CvT's own loaders (``init_cfg``, ``pretrained``, :func:`load_cvt_weights`, the
+converter) always read through :func:`read_checkpoint`, which runs no code from a checkpoint.
+The training components a config can name (safe checkpoint loading and saving, exact resume,
+CPU mixed precision) are in :mod:`cvt_backbone.training`.
 """
-from . import versions as _versions
+from .version import __version__, check_core
 
-_versions.check_core()  # before anything that would fail deeper on an unsupported torch or mmcv
+check_core()  # before anything that would fail deeper on an unsupported torch
 
-from .checkpoint import (CheckpointError, convert_official_cvt, load_cvt_weights,
+from .checkpoint import (convert_official_cvt, load_cvt_weights,  # noqa: E402
                          read_checkpoint)
-from .models import CvT, QuickGELU
-from .registration import REGISTRIES
-from .version import __version__
+from .checkpoint.zoo import register_model_index  # noqa: E402
+from .errors import CheckpointError, ConfigError  # noqa: E402
+from .models import CvT, QuickGELU  # noqa: E402
 
-__all__ = ['CvT', 'QuickGELU', 'CheckpointError', 'convert_official_cvt', 'load_cvt_weights',
-           'read_checkpoint', 'REGISTRIES', '__version__']
+register_model_index()
+
+__all__ = ['CvT', 'QuickGELU', 'CheckpointError', 'ConfigError', 'convert_official_cvt',
+           'load_cvt_weights', 'read_checkpoint', '__version__']

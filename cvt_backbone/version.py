@@ -1,1 +1,198 @@
+"""The package's version, the versions it supports, and the checks of them.
+
+The ranges are the ones CI tests at both ends (``make test``: the newest and the oldest
+environment, ``tools/setup_env.sh``); ``setup.py`` declares the same ranges.
+``import cvt_backbone`` runs :func:`check_core`:
+
+* torch older than 2.1 is an error: ``scaled_dot_product_attention`` takes the CvT scale
+  (``embed_dims ** -0.5``, not the head width's) only from 2.1 on;
+* a torch whose NumPy bridge does not work (torch 2.1 beside NumPy 2) is an error: MMEngine
+  converts between the two in every training and test loop;
+* a setuptools without ``pkg_resources`` (81 and later) is a warning: mmengine resolves
+  ``_base_ = 'mmdet::...'`` config paths with it;
+* a torch or mmengine outside its tested range is a :class:`VersionWarning`.
+
+Where a toolbox is used (the tools, :mod:`cvt_backbone.apis`), :func:`check_toolbox` checks
+it: its version, and for mmdet and mmsegmentation whether mmcv's compiled ops load (their
+models call RoIAlign, NMS and co. from it). Each message names the version found and the
+versions supported. The checks read ``__version__`` of modules that are imported anyway and
+fall back to the installed distribution's metadata.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import warnings
+
 __version__ = '0.1.0'
+
+#: import name -> (distribution name, lowest supported release, first unsupported release).
+SUPPORTED = {
+    'torch': ('torch', (2, 1), (2, 15)),
+    'mmengine': ('mmengine', (0, 10, 3), (0, 11)),
+    'mmcv': ('mmcv', (2, 1), (2, 2)),
+    'mmdet': ('mmdet', (3, 2), (3, 4)),
+    'mmseg': ('mmsegmentation', (1, 2, 2), (1, 3)),
+    'mmpretrain': ('mmpretrain', (1, 1), (1, 3)),
+}
+#: Why a version below the range is more than untested, where that is known.
+_BELOW_RANGE = {
+    'mmengine': 'releases before 0.10.3 do not skip the batches already trained when an '
+                'iteration-based run resumes',
+    'mmseg': "releases before 1.2.2 fail in cross-entropy with class_weight ('only one "
+             "element tensors can be converted')",
+}
+#: The toolboxes whose models need mmcv's compiled ops.
+_NEED_OPS = ('mmdet', 'mmseg')
+
+
+class VersionWarning(UserWarning):
+    """A package's version, or mmcv's build, is outside what cvt-backbone is tested with."""
+
+
+def release(version: str) -> tuple[int, ...] | None:
+    """The numeric release of a version string (``'2.1.2+cu121'`` -> ``(2, 1, 2)``)."""
+    match = re.match(r'\s*v?(\d+(?:\.\d+)*)', version)
+    return tuple(int(part) for part in match.group(1).split('.')) if match else None
+
+
+def installed_version(name: str) -> str | None:
+    """The version of an installed package: its ``__version__``, else its metadata.
+
+    Args:
+        name: The import name (a key of :data:`SUPPORTED`).
+
+    Returns:
+        The version string, or None when neither says one.
+    """
+    module = sys.modules.get(name)
+    version = getattr(module, '__version__', None)
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version(SUPPORTED[name][0])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _distribution_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return '(not installed)'
+
+
+def supported_range(name: str) -> str:
+    """``'>=2.1,<2.15'`` for ``'torch'``."""
+    _, low, high = SUPPORTED[name]
+    return f'>={".".join(map(str, low))},<{".".join(map(str, high))}'
+
+
+def version_problem(name: str) -> str | None:
+    """A one-line description of why ``name``'s version is not a supported one, or None."""
+    found = installed_version(name)
+    if found is None:
+        return (f'cvt_backbone: the version of {SUPPORTED[name][0]} cannot be read (no '
+                f'__version__, no metadata); supported: {supported_range(name)}')
+    numbers = release(found)
+    _, low, high = SUPPORTED[name]
+    if numbers is not None and low <= numbers < high:
+        return None
+    reason = _BELOW_RANGE.get(name) if numbers is not None and numbers < low else None
+    return (f'cvt_backbone: {SUPPORTED[name][0]} {found} is installed; cvt-backbone is tested '
+            f'with {SUPPORTED[name][0]}{supported_range(name)}'
+            + (f' ({reason})' if reason else ''))
+
+
+def _warn(message: str) -> None:
+    # stacklevel 3: the warning points at this package's import, not at this helper.
+    warnings.warn(message, VersionWarning, stacklevel=3)
+
+
+def check_core() -> None:
+    """Check torch, NumPy and mmengine (called before anything else is imported).
+
+    Raises:
+        ImportError: torch is older than 2.1, or torch cannot use the installed NumPy.
+    """
+    import torch
+    numbers = release(torch.__version__)
+    if numbers is not None and numbers < SUPPORTED['torch'][1]:
+        raise ImportError(f'cvt_backbone needs torch{supported_range("torch")}, found torch '
+                          f'{torch.__version__} (scaled_dot_product_attention takes the CvT '
+                          f'attention scale from torch 2.1 on)')
+    problem = version_problem('torch')
+    if problem:
+        _warn(problem)
+    _check_numpy_bridge(torch)
+    import mmengine  # noqa: F401  (for its __version__)
+    problem = version_problem('mmengine')
+    if problem:
+        _warn(problem)
+    if importlib.util.find_spec('pkg_resources') is None:
+        _warn(f'cvt_backbone: setuptools {_distribution_version("setuptools")} has no '
+              f'pkg_resources, which mmengine needs to resolve config paths such as '
+              f"'mmdet::...': pip install 'setuptools<81'")
+
+
+def _check_numpy_bridge(torch) -> None:
+    import numpy as np
+    try:
+        torch.zeros(1).numpy()
+    except RuntimeError as err:
+        raise ImportError(f'cvt_backbone: torch {torch.__version__} cannot use numpy '
+                          f'{np.__version__} ({str(err).strip().splitlines()[0]}); install the '
+                          f'numpy major version torch was built with (numpy<2 for torch '
+                          f'2.1)') from None
+
+
+#: The extra of cvt-backbone that brings each toolbox.
+EXTRAS = {'mmpretrain': 'cls', 'mmdet': 'det', 'mmseg': 'seg'}
+
+
+def check_toolbox(name: str) -> None:
+    """Check a toolbox before it is used: importable, in its tested range, and (mmdet,
+    mmsegmentation) with mmcv's compiled ops.
+
+    Args:
+        name: ``'mmpretrain'``, ``'mmdet'`` or ``'mmseg'``.
+
+    Raises:
+        ImportError: it is not installed or does not import, or mmcv's compiled ops do not
+            load where it needs them; the message names the version and the extra to install.
+    """
+    package, extra = SUPPORTED[name][0], EXTRAS[name]
+    try:
+        importlib.import_module(f'{name}.registry')
+    except ImportError as err:
+        version = installed_version(name) if importlib.util.find_spec(name) else None
+        found = f'{package} {version} does not import ({" ".join(str(err).split())})' \
+            if version else f'{package} is not installed'
+        raise ImportError(f'{found}: install {package}{supported_range(name)} '
+                          f'(pip install cvt-backbone[{extra}])') from None
+    problem = version_problem(name)
+    if problem:
+        _warn(problem)
+    if name in _NEED_OPS:
+        _check_mmcv_ops(name)
+
+
+def _check_mmcv_ops(needed_by: str) -> None:
+    import mmcv
+    import torch
+    problem = version_problem('mmcv')
+    if problem:
+        _warn(problem)
+    try:
+        importlib.import_module('mmcv._ext')
+    except ImportError as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ImportError(
+            f'mmcv {getattr(mmcv, "__version__", "(unknown version)")} has no compiled ops '
+            f'that load with torch {torch.__version__} ({detail}); {SUPPORTED[needed_by][0]} '
+            f'needs them: install mmcv{supported_range("mmcv")} built for this torch '
+            f'(prebuilt wheels for torch 2.1, or tools/setup_env.sh, which builds them)'
+        ) from None

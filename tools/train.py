@@ -7,17 +7,29 @@ The config's ``default_scope`` picks the toolbox. Examples::
     python tools/train.py CONFIG --resume          # continue from the work dir's latest
     bash tools/dist_train.sh CONFIG 8              # torchrun, one process per GPU
     bash tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR
+
+Beyond the Runner the config describes, this tool reads every checkpoint through the
+package's decoder, holds the work dir (a second run into it is refused), checks the model's
+necks and heads and the data paths before building anything, refuses a resume checkpoint
+that does not fill the model, and fits the parameter schedules to a loop that
+``--cfg-options`` shortened (docs/training.md).
 """
 import argparse
+import copy
 import os
 
 from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-import cvt_backbone.engine.tool  # noqa: F401  (registers CvT; quiet third-party output)
-from cvt_backbone.engine import (CompleteCheckpointHook, check_data_paths, check_model_config,
-                                 prepare_config)
-from cvt_backbone.engine.resume import resolve_resume
-from cvt_backbone.engine.runner import build_runner, load_config, run_tool
+from cvt_backbone.apis import config_scope, load_config
+from cvt_backbone.errors import run_main
+from cvt_backbone.training import CompleteCheckpointHook, use_safe_loading
+from config_checks import check_data_paths, check_model_config
+from run_config import (check_cfg_options, explain_option_error, prepare_config,
+                        start_cpu_distributed)
+from schedule_fitting import fit_runner_schedule, shortened_from
+from work_dir import WorkDirLock, resolve_resume
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,6 +42,9 @@ def parse_args() -> argparse.Namespace:
                         'in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed-precision training '
                         '(CUDA: bfloat16 or float16 with loss scaling; CPU: bfloat16)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate with the total batch size, as the '
+                        "config's auto_scale_lr.base_batch_size says")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_epochs=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -40,20 +55,40 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def first_process() -> bool:
+    """Whether this is the first process of its job (or the only one)."""
+    return os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
+
+
 def main() -> None:
     args = parse_args()
-    cfg, original = load_config(args.config, args.cfg_options)
-    cfg = prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher,
-                         amp=args.amp, original=original)
+    cfg = load_config(args.config)
+    written = copy.deepcopy(cfg)
+    check_cfg_options(cfg, args.cfg_options)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    config_scope(cfg, args.config)
+    prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher,
+                   amp=args.amp, auto_scale_lr=args.auto_scale_lr)
+    use_safe_loading()
+    lock = WorkDirLock(cfg.work_dir) if first_process() else None
     resolve_resume(cfg, args.resume)
     check_model_config(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
-
-    runner = build_runner(cfg)
-    if cfg.get('resume') and cfg.get('load_from'):
-        runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
-    runner.train()
+    start_cpu_distributed(cfg)
+    try:
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        if cfg.get('resume') and cfg.get('load_from'):
+            runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
+        shortened = shortened_from(cfg, written)
+        if shortened:
+            fit_runner_schedule(runner, shortened)
+        runner.train()
+    except Exception as err:  # noqa: BLE001 -- an option MMEngine refused is named
+        raise explain_option_error(err, args.cfg_options) from None
+    if lock:
+        lock.release()
 
 
 if __name__ == '__main__':
-    run_tool(main)
+    run_main(main)

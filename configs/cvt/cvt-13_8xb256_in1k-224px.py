@@ -8,11 +8,9 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/cvt_runtime.py',
     '../_base_/cvt_paramwise.py',
 ]
-
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
 
 model = dict(
     type='ImageClassifier',
@@ -28,7 +26,11 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
 
-train_dataloader = dict(batch_size=256)
+# cvt-backbone's seeded training data (configs/_base_/cvt_runtime.py).
+train_dataloader = dict(
+    batch_size=256,
+    sampler=dict(type='SeededDefaultSampler'),
+    dataset=dict(_delete_=True, type='SeededDataset', dataset={{_base_.train_dataloader.dataset}}))
 
 optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.05),
                      paramwise_cfg={{_base_.cvt_paramwise_cfg}})
@@ -45,4 +47,4 @@ param_scheduler = [
 # this, from 2e-3 at 2048 images per iteration.
 auto_scale_lr = dict(base_batch_size=2048, enable=True)
 
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', max_keep_ckpts=3))

@@ -10,7 +10,7 @@ model = dict(head=dict(num_classes=num_classes))
 data_preprocessor = dict(num_classes=num_classes)
 
 train_dataloader = dict(
-    dataset=dict(type='ImageNet21k', data_root='data/imagenet21k', split='train'))
+    dataset=dict(dataset=dict(type='ImageNet21k', data_root='data/imagenet21k', split='train')))
 val_dataloader = None
 val_evaluator = None
 val_cfg = None

@@ -1,12 +1,9 @@
 # Classification pretraining of a small CvT on generated shapes (64x64, 3 classes,
 # 6000 training images). Runs on a CPU in minutes.
 _base_ = [
-    'mmpretrain::_base_/default_runtime.py', '../_base_/cvt_paramwise.py',
-    './_base_/cvt_tiny.py', './_base_/shapes.py'
+    'mmpretrain::_base_/default_runtime.py', '../_base_/cvt_runtime.py',
+    '../_base_/cvt_paramwise.py', './_base_/cvt_tiny.py', './_base_/shapes.py'
 ]
-
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
 
 model = dict(
     type='ImageClassifier',
@@ -41,9 +38,11 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=1,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
-                 pipeline=train_pipeline))
+    sampler=dict(type='SeededDefaultSampler', shuffle=True),
+    dataset=dict(
+        type='SeededDataset',
+        dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
+                     pipeline=train_pipeline)))
 val_dataloader = dict(
     batch_size=64,
     num_workers=1,
@@ -72,5 +71,6 @@ test_cfg = dict()
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=2, save_best='auto'))
+    checkpoint=dict(type='SafeCheckpointHook', interval=4, max_keep_ckpts=2,
+                    save_best='auto'))
 randomness = dict(seed=0, deterministic=False)

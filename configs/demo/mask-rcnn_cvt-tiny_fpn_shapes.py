@@ -49,9 +49,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='images/train/'), pipeline=train_pipeline))
+    dataset=dict(dataset=dict(data_root=data_root, metainfo=metainfo,
+                              ann_file='annotations/instances_train.json',
+                              data_prefix=dict(img='images/train/'), pipeline=train_pipeline)))
 val_dataloader = dict(
     batch_size=8,
     num_workers=1,

@@ -48,8 +48,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
-                 data_prefix=dict(img_path='images/train', seg_map_path='masks/train')))
+    dataset=dict(dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
+                              data_prefix=dict(img_path='images/train',
+                                               seg_map_path='masks/train'))))
 val_dataloader = dict(
     batch_size=8,
     num_workers=1,

@@ -2,8 +2,7 @@
 # CvT has three stages (strides 4, 8, 16), so the FPN takes three inputs and builds P5 and P6
 # with strided convolutions on the stride-16 map.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
+custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, type='CvT', arch='cvt-13', out_indices=(0, 1, 2),
                   init_cfg=dict(type='Pretrained', checkpoint='https://huggingface.co/'

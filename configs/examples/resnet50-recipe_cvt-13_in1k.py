@@ -2,8 +2,7 @@
 # The classifier reads the final class token (through the official final LayerNorm), so no
 # pooling neck.
 _base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
+custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, type='CvT', arch='cvt-13', out_type='cls_token'),
     neck=None,

@@ -1,8 +1,7 @@
 # CvT in an mmseg config: mmseg's ResNet-50 UperNet recipe with a CvT-13 backbone.
 # The heads read the three CvT stages; the auxiliary head the stride-8 one.
 _base_ = 'mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py'
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
+custom_imports = dict(imports=['cvt_backbone'], allow_failed_imports=False)
 model = dict(
     pretrained=None,  # the recipe's ResNet weights; mmseg would hand them to the backbone
     backbone=dict(_delete_=True, type='CvT', arch='cvt-13', out_indices=(0, 1, 2),

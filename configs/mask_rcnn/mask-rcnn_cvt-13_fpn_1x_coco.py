@@ -1,8 +1,8 @@
 # Mask R-CNN with a CvT-13 backbone on COCO, 1x schedule: mmdet's Swin-T recipe with CvT in.
-_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/cvt_paramwise.py']
-
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/cvt_runtime.py',
+    '../_base_/cvt_paramwise.py'
+]
 
 # The published ImageNet-1k weights (microsoft/cvt-13 = CvT-13-224x224-IN-1k.pth), downloaded
 # once into the torch hub cache. Offline: a local copy of either file works the same.
@@ -21,3 +21,9 @@ model = dict(
 
 # AdamW as for Swin, without weight decay on norms, biases and the class token.
 optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
+
+# cvt-backbone's checkpoint hook and seeded training data (configs/_base_/cvt_runtime.py).
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+train_dataloader = dict(
+    sampler=dict(type='SeededDefaultSampler'),
+    dataset=dict(_delete_=True, type='SeededDataset', dataset={{_base_.train_dataloader.dataset}}))

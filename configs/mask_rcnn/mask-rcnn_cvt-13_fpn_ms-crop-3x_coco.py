@@ -1,11 +1,9 @@
 # Mask R-CNN with a CvT-13 backbone on COCO, 3x schedule with multi-scale + crop augmentation
 # (mmdet's Swin-T ms-crop-3x recipe with CvT in; the model part as in the 1x config).
 _base_ = [
-    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', '../_base_/cvt_paramwise.py'
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', '../_base_/cvt_runtime.py',
+    '../_base_/cvt_paramwise.py'
 ]
-
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
 
 pretrained = 'https://huggingface.co/microsoft/cvt-13/resolve/main/pytorch_model.bin'
 
@@ -19,3 +17,9 @@ model = dict(
     neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
 
 optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
+
+# cvt-backbone's checkpoint hook and seeded training data (configs/_base_/cvt_runtime.py).
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+train_dataloader = dict(
+    sampler=dict(type='SeededDefaultSampler'),
+    dataset=dict(_delete_=True, type='SeededDataset', dataset={{_base_.train_dataloader.dataset}}))

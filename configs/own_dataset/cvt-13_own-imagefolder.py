@@ -15,8 +15,8 @@ data_preprocessor = dict(num_classes=num_classes)
 
 train_dataloader = dict(
     batch_size=32,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='train',
-                 pipeline={{_base_.train_pipeline}}))
+    dataset=dict(dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
+                              data_prefix='train', pipeline={{_base_.train_pipeline}})))
 val_dataloader = dict(
     batch_size=32,
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='val',

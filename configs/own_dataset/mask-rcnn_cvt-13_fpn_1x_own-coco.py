@@ -13,8 +13,8 @@ model = dict(
         bbox_head=dict(num_classes=num_classes), mask_head=dict(num_classes=num_classes)))
 
 train_dataloader = dict(
-    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/train.json',
-                 data_prefix=dict(img='train/')))
+    dataset=dict(dataset=dict(data_root=data_root, metainfo=metainfo,
+                              ann_file='annotations/train.json', data_prefix=dict(img='train/'))))
 val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/val.json',
                  data_prefix=dict(img='val/')))

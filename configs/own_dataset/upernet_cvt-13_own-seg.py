@@ -32,8 +32,9 @@ test_pipeline = [
 dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
                img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=False)
 train_dataloader = dict(
-    dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
-                 data_prefix=dict(img_path='images/train', seg_map_path='annotations/train')))
+    dataset=dict(dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
+                              data_prefix=dict(img_path='images/train',
+                                               seg_map_path='annotations/train'))))
 val_dataloader = dict(
     dataset=dict(_delete_=True, **dataset, pipeline=test_pipeline,
                  data_prefix=dict(img_path='images/val', seg_map_path='annotations/val')))

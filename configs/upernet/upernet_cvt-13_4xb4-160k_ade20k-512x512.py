@@ -2,11 +2,8 @@
 # (mmseg's Swin-T UperNet recipe with CvT in: AdamW lr 6e-5, weight decay 0.01, poly).
 _base_ = [
     'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/cvt_paramwise.py'
+    '../_base_/cvt_runtime.py', '../_base_/cvt_paramwise.py'
 ]
-
-custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.engine'], allow_failed_imports=False)
-runner_type = 'CvTRunner'
 
 # The published ImageNet-1k weights (microsoft/cvt-13 = CvT-13-224x224-IN-1k.pth), downloaded
 # once into the torch hub cache. Offline: a local copy of either file works the same.
@@ -27,4 +24,9 @@ model = dict(
 
 optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
 
-train_dataloader = dict(batch_size=4)
+# cvt-backbone's checkpoint hook and seeded training data (configs/_base_/cvt_runtime.py).
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+train_dataloader = dict(
+    batch_size=4,
+    sampler=dict(type='SeededInfiniteSampler'),
+    dataset=dict(_delete_=True, type='SeededDataset', dataset={{_base_.train_dataloader.dataset}}))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # --------------------------------------------------------------------------- tables
 _QKV = {'query': 'q', 'key': 'k', 'value': 'v'}
@@ -220,6 +220,9 @@ def arch_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     dims, kernels, blocks, tokens = {}, {}, {}, set()
     for key, value in state_dict.items():
         if match := re.match(r'^stages\.(\d+)\.patch_embed\.projection\.weight$', key):
+            if value.dim() != 4 or value.shape[-1] != value.shape[-2]:
+                raise CheckpointError(f'{key} of the weights has shape {tuple(value.shape)}, '
+                                      f'not that of a square convolution (out, in, k, k)')
             dims[int(match[1])], kernels[int(match[1])] = value.shape[0], value.shape[-1]
         elif match := re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', key):
             blocks.setdefault(int(match[1]), set()).add(int(match[2]))
@@ -361,16 +364,40 @@ def diff_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, to
 
 
 # --------------------------------------------------------------------------- whole models
+#: Where an mmpretrain ``ImageClassifier`` keeps the backbone's and the linear head's weights.
+BACKBONE_PREFIX, CLASSIFIER_PREFIX = 'backbone.', 'head.fc.'
+
+
+def to_classifier_keys(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """This package's CvT keys (classifier ``head.*``) as an mmpretrain ``ImageClassifier``'s:
+    ``backbone.*`` and ``head.fc.*``."""
+    return OrderedDict(
+        (CLASSIFIER_PREFIX + k[len('head.'):] if k.startswith('head.') else BACKBONE_PREFIX + k,
+         v) for k, v in state_dict.items())
+
+
+def from_classifier_keys(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """The inverse of :func:`to_classifier_keys`: the CvT keys (classifier ``head.*``) of a
+    whole model's state dict; keys of other parts (necks, other heads) are left out."""
+    return OrderedDict(
+        (k[len(BACKBONE_PREFIX):] if k.startswith(BACKBONE_PREFIX)
+         else 'head.' + k[len(CLASSIFIER_PREFIX):], v)
+        for k, v in state_dict.items() if k.startswith((BACKBONE_PREFIX, CLASSIFIER_PREFIX)))
+
+
 def canonical_checkpoint(checkpoint: object, source: str) -> object:
     """Give a foreign CvT checkpoint the layout of an mmpretrain classifier checkpoint.
 
     An official or transformers checkpoint becomes ``{'state_dict': backbone.* and
     head.fc.* weights, 'meta': {'cvt_format': ..., 'arch': ...}}``, which MMEngine's
     loaders put into a classifier (strictly), a detector or a segmentor (``backbone.*``), or
-    a bare CvT (whose load hook takes the ``backbone.`` keys). The arch is attached as
-    PyTorch's per-module ``_metadata`` of the ``backbone`` (and the root), which PyTorch
-    hands to the CvT's load hook: a checkpoint of another width, depth or head count is
-    then refused by name wherever it is loaded. Anything else is returned unchanged.
+    a bare CvT (whose load hook takes the ``backbone.`` keys). The arch its weights show is
+    checked against the one its ``config.json`` states, if any. Anything else is returned
+    unchanged.
+
+    Raises:
+        CheckpointError: the weights are not those of a CvT of one arch, or contradict the
+            checkpoint's ``config.json``.
     """
     if not isinstance(checkpoint, Mapping):
         return checkpoint
@@ -390,10 +417,5 @@ def canonical_checkpoint(checkpoint: object, source: str) -> object:
                                                  f'{source} (config.json)')
         check_declared_arch(declared, arch, source)
         arch.update(declared)
-    whole = OrderedDict(
-        (f'head.fc.{k[len("head."):]}' if k.startswith('head.') else f'backbone.{k}', v)
-        for k, v in converted.items())
-    described = {'cvt_arch': arch, 'cvt_source': source}
-    whole._metadata = OrderedDict([('', described), ('backbone', described)])
     meta.update(cvt_format=fmt, arch=arch)
-    return {'state_dict': whole, 'meta': meta}
+    return {'state_dict': to_classifier_keys(converted), 'meta': meta}

@@ -44,7 +44,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 #: Tensor dtypes by the storage class names ``torch.save`` pickles (``torch FloatStorage``).
 STORAGE_DTYPES = {

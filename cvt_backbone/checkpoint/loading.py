@@ -1,36 +1,44 @@
-"""Putting any CvT checkpoint into a :class:`~cvt_backbone.CvT`, completely or not at all.
+"""Putting checkpoints into models completely or not at all.
 
-One route serves every loader. :func:`load_cvt_weights` (``init_cfg=dict(type='Pretrained')``
-and the tools) reads the checkpoint safely, unwraps it, checks its arch and fits its keys;
-:func:`cvt_load_state_dict_pre_hook`, which every CvT registers, applies the same fitting
-when weights arrive through ``model.load_state_dict``, ``load_from`` or
-``mmengine.runner.load_checkpoint``, so foreign key names load there too.
+One route serves every loader of a CvT. :func:`load_cvt_weights` (``init_cfg=dict(type=
+'Pretrained')`` and the tools) reads the checkpoint safely, unwraps it, checks its arch and
+fits its keys; :func:`cvt_load_state_dict_pre_hook`, which every CvT registers, applies the
+same fitting and arch check when weights arrive through ``model.load_state_dict``,
+``load_from`` or ``mmengine.runner.load_checkpoint``, so foreign key names load there too and
+a checkpoint of another arch is refused wherever it is loaded.
 
 Fitting (:func:`fit_cvt_state_dict`) turns official, transformers and whole-model
 (``backbone.*``) checkpoints into this package's names. Keys of another output path are set
 aside with a log line (the classifier head; the class-token norm for a feature-map backbone;
 per-stage output norms for a class-token backbone), and output norms a checkpoint lacks keep
 their initialisation, also with a log line.
+
+For whole models (a classifier, detector or segmentor around any backbone),
+:func:`check_checkpoint_fits` refuses a checkpoint that would leave weights unloaded, and
+:func:`diff_on_meta` compares a checkpoint with a model built on PyTorch's ``meta`` device,
+so that a model is never allocated in a size a file only states.
 """
 from __future__ import annotations
 
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .convert import (arch_differences, arch_from_transformers_config,
-                      detect_format, diff_state_dict, short_list, to_cvt_keys,
-                      unwrap_state_dict)
-from .errors import CheckpointError
+from .convert import (BACKBONE_PREFIX, StateDictDiff, arch_differences,
+                      arch_from_transformers_config, detect_format, diff_state_dict,
+                      short_list, to_cvt_keys, unwrap_state_dict)
+from ..errors import CheckpointError
 from .read import read_checkpoint
 
 _OUTPUT_NORM = re.compile(r'^(norm\d+|cls_norm)\.')
 _SET_ASIDE = re.compile(r'^head\.')
+_EMBEDDING = re.compile(r'^stages\.(\d+)\.patch_embed\.projection\.weight$')
+_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.')
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> OrderedDict:
@@ -50,6 +58,44 @@ def check_arch(model: nn.Module, checkpoint_arch: Mapping | None, source: str) -
         raise CheckpointError(f'{source} is a CvT of another arch: ' + '; '.join(differences))
 
 
+def check_visible_arch(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                       source: str) -> None:
+    """Refuse CvT weights (this package's names) of another arch than ``model``'s.
+
+    For each stage the weights hold, its width and embedding kernel (from the embedding's
+    weight) and its depth (the blocks it numbers) must be the model's: a checkpoint of
+    CvT-13 loaded into CvT-21 would otherwise leave six blocks of every stage at random.
+
+    Raises:
+        CheckpointError: a stage the model lacks, or one of another width, kernel or depth;
+            each is named.
+    """
+    arch = model.arch
+    depths: dict[int, int] = {}
+    differences = []
+    for key, value in state_dict.items():
+        if match := _BLOCK.match(key):
+            stage, block = int(match[1]), int(match[2])
+            depths[stage] = max(depths.get(stage, 0), block + 1)
+        elif (match := _EMBEDDING.match(key)) and int(match[1]) < len(arch['embed_dims']):
+            stage = int(match[1])
+            found = (tuple(value.shape[:1]), tuple(value.shape[2:]))
+            wanted = ((arch['embed_dims'][stage], ), (arch['patch_sizes'][stage], ) * 2)
+            if found != wanted:
+                differences.append(f'stage {stage} embeds with {tuple(value.shape)} in the '
+                                   f'checkpoint vs width {wanted[0][0]} and kernel '
+                                   f'{wanted[1][0]} in the model')
+    for stage, depth in sorted(depths.items()):
+        if stage >= len(arch['depths']):
+            differences.append(f'stage {stage} in the checkpoint, which the model (stages '
+                               f'0..{len(arch["depths"]) - 1}) lacks')
+        elif depth != arch['depths'][stage]:
+            differences.append(f'stage {stage} has {depth} blocks in the checkpoint vs '
+                               f'{arch["depths"][stage]} in the model')
+    if differences:
+        raise CheckpointError(f'{source} is a CvT of another arch: ' + '; '.join(differences))
+
+
 def fit_cvt_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                        source: str = 'the checkpoint') -> OrderedDict:
     """Turn a CvT state dict of any format into the keys of ``model`` (without a prefix).
@@ -58,16 +104,21 @@ def fit_cvt_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
         model: The CvT.
         state_dict: Official, transformers or this package's keys, or a whole-model state
             dict with the backbone under ``backbone.``.
-        source: Names the checkpoint in log lines.
+        source: Names the checkpoint in log lines and errors.
 
     Returns:
         The state dict for ``model.load_state_dict``: foreign names converted, other output
         paths' keys set aside, missing output norms filled with the model's current values.
-        What is left to differ (missing blocks, wrong shapes) is for the caller to report.
+        What is left to differ (missing keys, wrong shapes) is for the caller to report.
+
+    Raises:
+        CheckpointError: the weights are those of another arch (:func:`check_visible_arch`).
     """
-    if detect_format(state_dict) is None and any(k.startswith('backbone.') for k in state_dict):
-        state_dict = _strip_prefix(state_dict, 'backbone.')
+    if detect_format(state_dict) is None and any(k.startswith(BACKBONE_PREFIX)
+                                                 for k in state_dict):
+        state_dict = _strip_prefix(state_dict, BACKBONE_PREFIX)
     state_dict, _ = to_cvt_keys(state_dict)
+    check_visible_arch(model, state_dict, source)
     own = model.state_dict()
     set_aside = [k for k in state_dict if k not in own
                  and (_SET_ASIDE.match(k) or _OUTPUT_NORM.match(k))]
@@ -89,21 +140,17 @@ def cvt_load_state_dict_pre_hook(model: nn.Module, state_dict: dict, prefix: str
 
     Registered by every CvT (``_register_load_state_dict_pre_hook(..., with_module=True)``),
     so ``load_state_dict``, ``load_from`` and ``load_checkpoint`` accept official,
-    transformers and whole-model keys. A state dict without keys under ``prefix`` (a
-    checkpoint of other parts of a model) is left alone. When the checkpoint's reader
-    attached its arch (``local_metadata['cvt_arch']``, see
-    :func:`~cvt_backbone.checkpoint.convert.canonical_checkpoint`), it is checked first.
+    transformers and whole-model keys, and refuse weights of another arch. A state dict
+    without keys under ``prefix`` (a checkpoint of other parts of a model) is left alone.
 
     Raises:
-        CheckpointError: the attached arch differs from the model's.
+        CheckpointError: the weights are those of another arch.
     """
     keys = [k for k in state_dict if k.startswith(prefix)]
     if not keys:
         return
-    source = local_metadata.get('cvt_source', 'the checkpoint')
-    check_arch(model, local_metadata.get('cvt_arch'), source)
     local = OrderedDict((k[len(prefix):], state_dict[k]) for k in keys)
-    fitted = fit_cvt_state_dict(model, local, source)
+    fitted = fit_cvt_state_dict(model, local, 'the checkpoint')
     if list(fitted) == list(local) and all(fitted[k] is local[k] for k in fitted):
         return
     for key in keys:
@@ -117,8 +164,9 @@ def load_cvt_weights(model: nn.Module, source: str | os.PathLike, prefix: str | 
 
     Args:
         model: The backbone.
-        source: A file, a transformers folder or an ``http(s)://`` URL holding an official,
-            transformers, mmpretrain, mmdet, mmseg or this package's checkpoint.
+        source: A file, a transformers folder, an ``http(s)://`` URL or a hub repository id
+            holding an official, transformers, mmpretrain, mmdet, mmseg or this package's
+            checkpoint.
         prefix: Key prefix of the backbone in a whole-model checkpoint (default
             ``backbone.`` when such keys are there).
 
@@ -147,3 +195,62 @@ def load_cvt_weights(model: nn.Module, source: str | os.PathLike, prefix: str | 
         raise CheckpointError(f'{label} does not fit this CvT{hint}: {diff.describe()}')
     model.load_state_dict(fitted, strict=True)
     print_log(f'Loaded CvT weights from {name}', logger='current')
+
+
+def diff_on_meta(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor]
+                 ) -> StateDictDiff:
+    """Build a model on PyTorch's ``meta`` device (no memory, no weights) and compare its
+    keys and shapes with ``state_dict``.
+
+    A model whose every tensor has the shape of one in ``state_dict`` is no larger than the
+    weights a file really holds: build it for real only then.
+    """
+    with torch.device('meta'):
+        model = build()
+    return diff_state_dict(model.state_dict(), state_dict)
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str) -> None:
+    """Refuse a checkpoint that would leave some of ``model``'s weights unloaded.
+
+    MMEngine loads ``load_from`` and ``--resume`` checkpoints, and the inferencers their
+    weights, with ``strict=False``: missing keys and shape mismatches only log a warning,
+    and the model silently keeps random weights there. Keys the model does not have are
+    allowed (MMEngine ignores them); they are named beside what is missing.
+
+    Raises:
+        CheckpointError: no state dict of tensors, missing keys or shape mismatches; the
+            message names them.
+    """
+    state = unwrap_state_dict(checkpoint, source)
+    diff = diff_state_dict(model.state_dict(), state)
+    if diff.missing or diff.mismatched:
+        raise CheckpointError(f'{source} does not fit the model of this config: '
+                              f'{diff.describe()}')
+
+
+def check_dataset_meta(dataset_meta: object, source: str) -> None:
+    """Refuse a checkpoint's ``meta.dataset_meta`` that is not what the toolboxes write.
+
+    The inferencers and ``Runner.resume`` read it: ``classes`` must be a sequence of
+    strings, ``palette`` (if given) one RGB triple of integers 0..255 per class.
+
+    Raises:
+        CheckpointError: anything else; the message names the field.
+    """
+    if not isinstance(dataset_meta, Mapping):
+        raise CheckpointError(f'{source}: its meta.dataset_meta is a '
+                              f'{type(dataset_meta).__name__}, not a mapping')
+    classes = dataset_meta.get('classes')
+    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes
+                                or not all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f'{source}: its meta.dataset_meta.classes is not a list of '
+                              f'class names')
+    palette = dataset_meta.get('palette')
+    if palette is not None and (
+            not isinstance(palette, (list, tuple))
+            or (classes is not None and len(palette) < len(classes))
+            or not all(isinstance(c, (list, tuple)) and len(c) == 3
+                       and all(type(v) is int and 0 <= v < 256 for v in c) for c in palette)):
+        raise CheckpointError(f'{source}: its meta.dataset_meta.palette is not one RGB triple '
+                              f'(integers 0..255) per class')

@@ -35,7 +35,7 @@ import torch
 from torch.hub import tqdm  # tqdm where it is installed, else torch's own minimal bar
 
 from .decode import decode_torch_file
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')

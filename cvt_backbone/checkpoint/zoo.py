@@ -7,7 +7,15 @@ top-1 figures are the official README's (microsoft/CvT), not measured here.
 """
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os.path as osp
+import warnings
 from dataclasses import dataclass
+
+#: The config families whose ``metafile.yml`` form the model index (beside the package in a
+#: source checkout or an editable install).
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 
 
 @dataclass(frozen=True)
@@ -76,3 +84,33 @@ def markdown_table() -> str:
             f'(https://huggingface.co/{weights.hub_repo}) | {weights.arch} '
             f'| {weights.resolution} | {pretraining} | {weights.top1} | `{config}` |')
     return '\n'.join(lines) + '\n'
+
+
+def register_model_index(configs: str = CONFIGS) -> list[str]:
+    """Register the config families' ``metafile.yml`` with mmpretrain's model hub.
+
+    Then ``mmpretrain.list_models('*cvt*')``, ``mmpretrain.get_model(name, pretrained=True)``
+    and ``ImageClassificationInferencer(name)`` know the models by name. Does nothing
+    without mmpretrain or without the ``configs/`` folder; names already registered are
+    kept.
+
+    Returns:
+        The names registered now.
+    """
+    metafiles = sorted(glob.glob(osp.join(configs, '*', 'metafile.yml')))
+    if not metafiles or importlib.util.find_spec('mmpretrain') is None:
+        return []
+    try:
+        from mmpretrain.apis.model import ModelHub
+        from modelindex.load_model_index import load
+    except ImportError as err:  # a broken mmpretrain must not break the backbone
+        warnings.warn(f'cvt_backbone: the model index is not registered with mmpretrain '
+                      f'({err})', stacklevel=2)
+        return []
+    registered = []
+    for metafile in metafiles:
+        names = [model.name.lower() for model in load(metafile).models]
+        if not any(ModelHub.has(name) for name in names):
+            ModelHub.register_model_index(metafile, config_prefix=osp.dirname(configs))
+            registered += names
+    return registered

@@ -1,8 +1,4 @@
-"""Deployment: ONNX export of CvT models with a self-check against PyTorch (:mod:`.onnx`), and
-whole detectors and segmentors through mmdeploy (:mod:`.mmdeploy_export`, with CvT's
-rewrites in :mod:`.mmdeploy_rewrites`).
-
-Not imported by ``import cvt_backbone``; it needs the ``deploy`` extra (onnx, onnxruntime,
-onnxscript), and for mmdeploy the ``mmdeploy`` extra with mmdeploy itself, only when an
-export runs.
+"""What deployment needs of the package: CvT's rewrites for mmdeploy's ONNX export
+(:mod:`.mmdeploy_rewrites`, imported by ``tools/deployment/mmdeploy_export.py``; it needs
+mmdeploy). The export and check tools themselves live in ``tools/deployment/``.
 """

@@ -9,7 +9,8 @@ deployment tool (``tools/deployment/mmdeploy_export.py``) does.
 * ``F.scaled_dot_product_attention``: mmdeploy's default rewrite divides the logits by
   ``scale``, where PyTorch multiplies by it. CvT passes its scale, ``embed_dims ** -0.5``,
   so that rewrite makes every logit ``embed_dims`` times too large. Here the attention is
-  written out as PyTorch defines it.
+  written out as PyTorch defines it, with the package's one written-out attention
+  (:func:`~cvt_backbone.models.attention.attention_weights`).
 * ``F.adaptive_avg_pool2d``: mmdeploy's default rewrite replaces it by an average pooling
   whose kernel is computed from the size seen at export time, which is wrong at any other
   size and inexact where the size does not divide evenly. Here it is PyTorch's adaptive
@@ -23,6 +24,8 @@ import torch
 from mmdeploy.core import FUNCTION_REWRITER
 from mmdeploy.utils import IR
 from torch.nn.modules.utils import _pair
+
+from ..models.attention import attention_weights
 
 
 @FUNCTION_REWRITER.register_rewriter(
@@ -48,16 +51,11 @@ def scaled_dot_product_attention__onnx(query: torch.Tensor, key: torch.Tensor,
     """
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    logits = query @ key.transpose(-2, -1) * scale
     if is_causal:
-        keep = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device).tril()
+        keep = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool,
+                          device=query.device).tril()
         attn_mask = keep if attn_mask is None else attn_mask & keep
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            attn_mask = torch.zeros_like(attn_mask, dtype=logits.dtype).masked_fill(
-                ~attn_mask, float('-inf'))
-        logits = logits + attn_mask
-    weights = torch.softmax(logits, dim=-1)
+    weights = attention_weights(query, key, scale, attn_mask)
     if dropout_p:
         weights = torch.dropout(weights, dropout_p, True)
     return weights @ value

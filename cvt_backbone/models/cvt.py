@@ -12,7 +12,7 @@ Every detail that decides whether the official checkpoints reproduce the officia
 depthwise projection, per-stage stochastic depth, LayerNorm eps 1e-5) follows the official
 code; :mod:`cvt_backbone.checkpoint.convert` holds the weight names of the published
 checkpoints. The attention runs either as the paper writes it or through PyTorch's fused
-kernels (:mod:`.ops`), behind one switch (``fast_kernels``); :meth:`CvT.switch_to_deploy`
+kernels (:mod:`.attention`), behind one switch (``fast_kernels``); :meth:`CvT.switch_to_deploy`
 folds each projection's BatchNorm into its depthwise convolution for inference.
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ from mmcv.cnn import build_activation_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..checkpoint.loading import cvt_load_state_dict_pre_hook, load_cvt_weights
-from . import ops
+from .attention import attention, keep_bn_statistics
 
 LN_EPS = 1e-5
 
@@ -210,7 +211,7 @@ class ConvAttention(nn.Module):
 
     With ``fast_kernels`` the attention runs through ``F.scaled_dot_product_attention``, whose
     fused kernels never hold the query-by-key matrix; without, as the explicit softmax
-    (:func:`.ops.attention`). The logits are scaled by ``embed_dims ** -0.5`` (the whole
+    (:func:`.attention.attention`). The logits are scaled by ``embed_dims ** -0.5`` (the whole
     stage width, as the official model does), not by the head width.
 
     Args:
@@ -252,7 +253,7 @@ class ConvAttention(nn.Module):
             Tokens ``(B, N, C)``.
         """
         q, k, v = self.conv_proj(x, hw_shape, with_cls_token)
-        x = ops.attention(self.proj_q(q), self.proj_k(k), self.proj_v(v), self.num_heads,
+        x = attention(self.proj_q(q), self.proj_k(k), self.proj_v(v), self.num_heads,
                           self.scale, self.attn_drop if self.training else 0.,
                           fast=self.fast_kernels)
         return self.proj_drop(self.proj(x))
@@ -370,7 +371,7 @@ class CvTStage(nn.Module):
         # one branch at a time, not of the whole block.
         x = cp.checkpoint(
             block.attention_branch, x, hw_shape, self.with_cls_token, use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), ops.keep_bn_statistics(block.attn)))
+            context_fn=lambda: (contextlib.nullcontext(), keep_bn_statistics(block.attn)))
         return cp.checkpoint(block.mlp_branch, x, use_reentrant=False)
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]
@@ -395,6 +396,7 @@ class CvTStage(nn.Module):
         return x, hw_shape, None
 
 
+@MODELS.register_module()
 class CvT(BaseModule):
     """CvT backbone: Convolutional vision Transformer.
 
@@ -426,10 +428,12 @@ class CvT(BaseModule):
         kv_strides: Stride of the key/value projections, per stage (an int for all). Default
             2 everywhere, as the paper; larger strides cut the attention cost and keep the
             weights loadable.
-        drop_path_rates: Stochastic depth, the top rate of each stage; within a stage the
-            rate rises linearly from 0 over its blocks, as the official code does. Default:
-            the official recipe for a preset (0 / 0 / 0.1 for CvT-13 and -21, 0 / 0 / 0.3 for
-            W24), no stochastic depth for a custom arch.
+        drop_path_rate: Stochastic depth, the rate of the last block of a stage; within a
+            stage the rate rises linearly from 0 over its blocks, as the official code does.
+            A float is the official pattern: that rate for the last stage, none for the
+            earlier ones (``0.1`` is ``[0, 0, 0.1]`` for three stages); a list gives each
+            stage's rate. Default: the official recipe of a preset (0.1 for CvT-13 and -21,
+            0.3 for W24), none for a custom arch.
         drop_rate: Dropout in the MLPs and after the attention projections.
         attn_drop_rate: Dropout on attention weights.
         qkv_bias: Bias in the q, k, v projections.
@@ -468,7 +472,7 @@ class CvT(BaseModule):
                  out_indices: Sequence[int] | int | None = None,
                  out_type: str = 'featmap',
                  kv_strides: Sequence[int] | int = 2,
-                 drop_path_rates: Sequence[float] | None = None,
+                 drop_path_rate: float | Sequence[float] | None = None,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  qkv_bias: bool = True,
@@ -478,9 +482,7 @@ class CvT(BaseModule):
                  with_cp: bool = False,
                  fast_kernels: bool = True,
                  pretrained: str | None = None,
-                 init_cfg: dict | list | None = None,
-                 **unknown) -> None:
-        self._refuse_unknown_arguments(unknown)
+                 init_cfg: dict | list | None = None) -> None:
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('CvT got both pretrained and init_cfg: pass one of them '
@@ -493,7 +495,7 @@ class CvT(BaseModule):
         self.embed_dims = list(self.arch['embed_dims'])
         self.in_channels = in_channels
         self.kv_strides = self._per_stage('kv_strides', kv_strides, self.num_stages, int, 1)
-        stage_rates = self._parse_drop_path_rates(arch, drop_path_rates)
+        stage_rates = self._parse_drop_path_rate(arch, drop_path_rate)
 
         if out_type not in self.out_types:
             raise ValueError(f'out_type must be one of {self.out_types}, got {out_type!r}')
@@ -541,15 +543,6 @@ class CvT(BaseModule):
                                                 with_module=True)
 
     # ------------------------------------------------------------------ argument parsing
-    @staticmethod
-    def _refuse_unknown_arguments(unknown: dict) -> None:
-        for name in unknown:
-            if name == 'drop_path_rate':  # what Swin and ViT configs say
-                raise TypeError('CvT has no argument drop_path_rate: it takes per-stage '
-                                'rates, write drop_path_rates=[0., 0., RATE] for the official '
-                                'pattern (the rate rises from 0 over the blocks of each stage)')
-            raise TypeError(f'CvT got an unexpected keyword argument {name!r}')
-
     @staticmethod
     def _per_stage(name: str, value: object, num_stages: int, kind: type, minimum: float
                    ) -> list:
@@ -666,14 +659,16 @@ class CvT(BaseModule):
                      module=f'norm{i}' if out_type == 'featmap' else 'cls_norm')
                 for i in indices]
 
-    def _parse_drop_path_rates(self, arch: str | dict,
-                               rates: Sequence[float] | None) -> list[float]:
-        if rates is None:
+    def _parse_drop_path_rate(self, arch: str | dict,
+                              rate: float | Sequence[float] | None) -> list[float]:
+        if rate is None:
             preset = arch.lower() if isinstance(arch, str) else None
-            rates = self.recipe_drop_path_rates.get(preset, [0.] * self.num_stages)
-        rates = self._per_stage('drop_path_rates', rates, self.num_stages, float, 0.)
-        if any(rate >= 1 for rate in rates):
-            raise ValueError(f'drop_path_rates must be in [0, 1), got {rates}')
+            rate = self.recipe_drop_path_rates.get(preset, [0.] * self.num_stages)
+        elif isinstance(rate, (int, float)) and not isinstance(rate, bool):
+            rate = [0.] * (self.num_stages - 1) + [rate]
+        rates = self._per_stage('drop_path_rate', rate, self.num_stages, float, 0.)
+        if any(r >= 1 for r in rates):
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {rates}')
         return rates
 
     # ------------------------------------------------------------------ training state

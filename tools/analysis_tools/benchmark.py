@@ -24,11 +24,11 @@ import time
 
 import torch
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
-from cvt_backbone.analysis.benchmark.cases import default_cases, quick_cases, select
-from cvt_backbone.analysis.benchmark.report import CONVENTIONS, bar_chart, markdown_table
-from cvt_backbone.analysis.benchmark.runner import (Settings, SubprocessRunner,
-                                                    device_name)
+from benchmark_cases import default_cases, quick_cases, select
+from benchmark_report import CONVENTIONS, bar_chart, markdown_table
+from benchmark_runner import Settings, SubprocessRunner, device_name
+from cvt_backbone import ConfigError
+from cvt_backbone.errors import run_main
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,14 +52,15 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
-        sys.exit('error: --device cuda, but torch sees no CUDA device on this machine '
-                 f'(torch {torch.__version__}); run on a GPU machine or drop --device')
+        raise ConfigError('--device cuda, but torch sees no CUDA device on this machine '
+                          f'(torch {torch.__version__}); run on a GPU machine or drop --device')
     if args.threads < 1:
-        sys.exit(f'error: --threads must be at least 1, got {args.threads}')
+        raise ConfigError(f'--threads must be at least 1, got {args.threads}')
     try:
         cases = select(quick_cases() if args.quick else default_cases(args.device), args.cases)
     except ValueError as err:  # a --cases pattern matches nothing; its first line says which
-        sys.exit(f'error: {str(err).splitlines()[0].rstrip(":")} the cases (see --list)')
+        raise ConfigError(f'{str(err).splitlines()[0].rstrip(":")} the cases (see --list)') \
+            from None
     if args.list:
         print('\n'.join(case.name for case in cases))
         return
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -14,16 +14,14 @@ statistics); with it, any form of CvT checkpoint (official, transformers, this p
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
-from cvt_backbone import CvT
-from cvt_backbone.analysis.port import build_port
+from cvt_backbone import ConfigError, CvT
 from cvt_backbone.checkpoint import (read_checkpoint, to_cvt_keys,
                                      to_transformers_state_dict, unwrap_state_dict)
-from cvt_backbone.engine.runner import run_tool
+from cvt_backbone.errors import run_main
+from transformers_port import build_port
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,13 +47,14 @@ def outputs(port, x: torch.Tensor) -> list[torch.Tensor]:
 def main() -> None:
     args = parse_args()
     if min(args.shape) < 3:
-        sys.exit('error: --shape must be at least 3 pixels per side')
+        raise ConfigError('--shape must be at least 3 pixels per side')
     quick = build_port(args.arch, num_labels=args.classes, quick_gelu=True)
     if args.checkpoint:
         state, _ = to_cvt_keys(unwrap_state_dict(read_checkpoint(args.checkpoint),
                                                  repr(args.checkpoint)))
         if 'head.weight' not in state:
-            sys.exit(f'error: {args.checkpoint!r} has no classifier head to compare logits with')
+            raise ConfigError(f'{args.checkpoint!r} has no classifier head to compare logits '
+                              f'with')
         quick = build_port(args.arch, num_labels=state['head.weight'].shape[0],
                            quick_gelu=True, random_norms=False)
         quick.load_state_dict(to_transformers_state_dict(state, quick.state_dict()))
@@ -89,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_tool(main)
+    run_main(main)

@@ -20,12 +20,10 @@ import os.path as osp
 
 import numpy as np
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
-from cvt_backbone.analysis.attention import (AttentionMaps, attention_maps,
-                                             draw_heat_map, load_backbone)
+from attention_maps import AttentionMaps, attention_maps, draw_heat_map, load_backbone
+from cvt_backbone import ConfigError
 from cvt_backbone.checkpoint import atomic_write_bytes
-from cvt_backbone.engine import ConfigError
-from cvt_backbone.engine.runner import run_tool
+from cvt_backbone.errors import run_main
 
 
 def point(text: str) -> tuple[float, float]:
@@ -144,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_tool(main)
+    run_main(main)

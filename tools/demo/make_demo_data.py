@@ -10,8 +10,7 @@ import argparse
 import os.path as osp
 import time
 
-
-from cvt_backbone.demo.shapes import make_classification_set, make_scene_set
+from demo_shapes import make_classification_set, make_scene_set
 
 
 def main() -> None:

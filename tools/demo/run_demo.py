@@ -39,13 +39,12 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
-from cvt_backbone.demo.helpers import (extract_backbone, latest_checkpoint,
-                                       plot_losses, read_losses)
-from cvt_backbone.demo.picture import DemoModels, draw_demo_picture
-from cvt_backbone.demo.progress import StepProgress, follow
-from cvt_backbone.demo.shapes import (SETTINGS_FILE, is_current, make_classification_set,
-                                      make_scene_set)
+from cvt_backbone.errors import run_main
+from cvt_backbone.training import use_safe_loading
+from demo_helpers import extract_backbone, latest_checkpoint, plot_losses, read_losses
+from demo_picture import DemoModels, draw_demo_picture
+from demo_progress import StepProgress, follow
+from demo_shapes import SETTINGS_FILE, is_current, make_classification_set, make_scene_set
 
 # (make_demo_data.py --only, folder under --data-dir, generator) of the two datasets.
 DATASETS = (('cls', 'shapes_cls', make_classification_set), ('scenes', 'shapes', make_scene_set))
@@ -75,8 +74,9 @@ QUICK = {
 def data_options(name: str, data_dir: str) -> list[str]:
     """``--cfg-options`` that point a demo config at datasets under ``data_dir``."""
     root = osp.join(data_dir, 'shapes_cls' if name == 'classification' else 'shapes')
-    options = [f'{split}_dataloader.dataset.data_root={root}'
-               for split in ('train', 'val', 'test')]
+    # the training dataset is wrapped in SeededDataset (configs/_base_/cvt_runtime.py)
+    options = [f'train_dataloader.dataset.dataset.data_root={root}'] + [
+        f'{split}_dataloader.dataset.data_root={root}' for split in ('val', 'test')]
     if name == 'detection':
         ann_file = osp.join(root, 'annotations', 'instances_val.json')
         options += [f'val_evaluator.ann_file={ann_file}', f'test_evaluator.ann_file={ann_file}']
@@ -97,7 +97,7 @@ def train_epochs(config: str, options: list[str]) -> int | None:
 def run(cmd: list[str], log_file: str, label: str | None = None,
         max_epochs: int | None = None) -> None:
     """Run a tool, its output going to ``log_file``; with a ``label``, one progress line
-    follows that file (:class:`~cvt_backbone.demo.progress.StepProgress`)."""
+    follows that file (:class:`demo_progress.StepProgress`)."""
     print(f'  $ {" ".join(cmd)}', flush=True)
     progress = StepProgress(label, max_epochs) if label else None
     with open(log_file, 'w') as log:
@@ -193,6 +193,7 @@ def main() -> None:
     picture = osp.join(args.work_dir, 'predictions.png')
     print(f'[5/6] drawing the val predictions of the three models into {picture}', flush=True)
     configs = {name: config for name, config, *_ in STEPS}
+    use_safe_loading()  # the inferencers read the checkpoints through the package's decoder
     draw_demo_picture(DemoModels(
         configs['classification'], checkpoints['classification'], configs['detection'],
         checkpoints['detection'], configs['segmentation'], checkpoints['segmentation']),
@@ -219,4 +220,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

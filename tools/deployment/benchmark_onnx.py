@@ -20,10 +20,9 @@ from collections.abc import Callable
 
 import torch
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
-from cvt_backbone.deploy.onnx import (ExportError, build_target, compare,
-                                      export_onnx, ort_session, require_deploy_extra)
-from cvt_backbone.engine.runner import run_tool
+from cvt_backbone.errors import run_main
+from onnx_export import (ExportError, build_target, compare, export_onnx, ort_session,
+                         require_deploy_extra)
 
 
 def size(text: str) -> tuple[int, int]:
@@ -102,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_tool(main, errors=(ExportError,))
+    run_main(main, user_errors=(ExportError, ))

@@ -9,7 +9,7 @@ UperNet: the label map) as ``OUT_DIR/end2end.onnx`` with dynamic batch, height a
 using the deploy config of the model's toolbox under ``configs/deploy/`` (``--deploy-config``
 picks another) and CvT's rewrites (``cvt_backbone/deploy/mmdeploy_rewrites.py``).
 
-The tool then checks the file at three images made from ``--image`` (default: a generated
+The tool then checks the file at three images made from ``--image`` (default: a drawn
 picture of shapes): as it is (the export size), cut to half its height (non-square), and
 resized to an odd height (padded by the data preprocessor where the config pads). At each,
 onnxruntime must match mmdeploy's own PyTorch model (the rewritten forward that was
@@ -18,19 +18,20 @@ probabilities absolute), label maps on 99.9% of the pixels; the tool fails other
 also reports how the deployed model differs from plain mmdet / mmseg: matched detections,
 box and score differences and mask IoU, or the share of equal pixels.
 
-Needs mmdeploy and the ``[deploy,mmdeploy]`` extras (docs/deployment.md).
+Needs mmdeploy and the ``[deploy,mmdeploy]`` extras (docs/deployment.md). The exporters'
+own warnings are counted, not shown, unless ``--verbose``.
 """
 from __future__ import annotations
 
 import argparse
 import os.path as osp
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
+from cvt_backbone.apis import config_scope, load_config
 from cvt_backbone.checkpoint import check_local_path
-from cvt_backbone.deploy.mmdeploy_export import (check_with_mmdeploy, export_with_mmdeploy,
-                                                 require_mmdeploy)
-from cvt_backbone.deploy.onnx import ExportError
-from cvt_backbone.engine.runner import load_config, run_tool
+from cvt_backbone.errors import run_main
+from cvt_backbone.training import use_safe_loading
+from mmdeploy_check import check_with_mmdeploy, export_with_mmdeploy, require_mmdeploy
+from onnx_export import ExportError, quiet_exporters
 
 DEPLOY_CONFIGS = {
     'mmdet': 'configs/deploy/instance-seg_onnxruntime_dynamic.py',
@@ -46,20 +47,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('out_dir', help='where end2end.onnx goes')
     parser.add_argument('--deploy-config', help='an mmdeploy deploy config (default: '
                         f'{DEPLOY_CONFIGS["mmdet"]} or {DEPLOY_CONFIGS["mmseg"]})')
-    parser.add_argument('--image', help='the export and check image (default: a generated '
+    parser.add_argument('--image', help='the export and check image (default: a drawn '
                         'picture of shapes, 128x128)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="show the exporters' own warnings and log lines")
     return parser.parse_args()
+
+
+def shapes_picture(size: int = 128):
+    """A ``(size, size, 3)`` uint8 BGR picture: a circle, a square and a triangle on a
+    gradient, the kind of scene the demo models see."""
+    import cv2
+    import numpy as np
+
+    ramp = np.linspace(60, 200, size, dtype=np.uint8)
+    image = np.ascontiguousarray(np.stack([np.add.outer(ramp, ramp) // 2] * 3, axis=-1))
+    cv2.circle(image, (size // 4, size // 3), size // 7, (75, 25, 230), -1)
+    cv2.rectangle(image, (size // 2, size // 8), (size * 7 // 8, size // 2), (75, 180, 60), -1)
+    triangle = np.array([[size // 5, size * 7 // 8], [size // 2, size // 2],
+                         [size * 4 // 5, size * 7 // 8]], dtype=np.int32)
+    cv2.fillPoly(image, [triangle], (200, 130, 0))
+    return image
 
 
 def read_image(path: str | None):
     """The image as ``(H, W, 3)`` uint8 BGR, as mmdeploy takes it."""
     import cv2
-    import numpy as np
 
     if path is None:
-        from cvt_backbone.demo.shapes import render_scene
-        picture, _ = render_scene(np.random.default_rng(0), 128, (3, 5), (0.12, 0.25))
-        return np.ascontiguousarray(picture[..., ::-1])
+        return shapes_picture()
     image = cv2.imread(check_local_path(path)) if osp.isfile(path) else None
     if image is None:
         raise ExportError(f'--image {path!r} is not an image file')
@@ -79,8 +95,7 @@ def check_images(image) -> dict:
 
 def main() -> None:
     args = parse_args()
-    cfg, _ = load_config(args.config)
-    scope = cfg.get('default_scope')
+    scope = config_scope(load_config(args.config), args.config)
     if scope not in DEPLOY_CONFIGS:
         raise ExportError(f'{args.config} has default_scope {scope!r}: this tool deploys '
                           f'mmdet and mmseg models (tools/deployment/pytorch2onnx.py exports '
@@ -88,13 +103,16 @@ def main() -> None:
     checkpoint = check_local_path(args.checkpoint)
     deploy_cfg = args.deploy_config or osp.join(ROOT, DEPLOY_CONFIGS[scope])
     require_mmdeploy()
+    use_safe_loading()
     images = check_images(read_image(args.image))
     print(f'Exporting {args.config} with mmdeploy ({osp.relpath(deploy_cfg)})', flush=True)
-    onnx_file, seconds = export_with_mmdeploy(args.config, checkpoint, deploy_cfg,
-                                              args.out_dir, images['export size'])
+    with quiet_exporters(args.verbose):
+        onnx_file, seconds = export_with_mmdeploy(args.config, checkpoint, deploy_cfg,
+                                                  args.out_dir, images['export size'])
     print(f'Wrote {onnx_file} in {seconds:.1f} s; checking it at {len(images)} sizes',
           flush=True)
-    checks = check_with_mmdeploy(onnx_file, args.config, checkpoint, deploy_cfg, images)
+    with quiet_exporters(args.verbose):
+        checks = check_with_mmdeploy(onnx_file, args.config, checkpoint, deploy_cfg, images)
     for check in checks:
         print(f'  {check.describe()}')
     failed = [check for check in checks if not check.passed]
@@ -104,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_tool(main, errors=(ExportError, ))
+    run_main(main, user_errors=(ExportError, ))

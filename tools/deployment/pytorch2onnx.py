@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
 from cvt_backbone import CvT
-from cvt_backbone.deploy.onnx import (DEFAULT_OPSET, ExportError,
-                                      build_target, check_export, export_inputs,
-                                      export_onnx, require_deploy_extra, second_shape)
-from cvt_backbone.deploy.openvino import check_openvino, require_openvino, save_openvino
-from cvt_backbone.engine.runner import run_tool
+from cvt_backbone.errors import run_main
+from onnx_export import (DEFAULT_OPSET, ExportError, build_target, check_export,
+                         export_inputs, export_onnx, quiet_exporters, require_deploy_extra,
+                         second_shape)
+from openvino_export import check_openvino, require_openvino, save_openvino
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--openvino', action='store_true',
                         help='also write the OpenVINO model (.xml/.bin beside OUTPUT) and check '
                              'it in f32 and bf16 ([openvino] extra)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="show the exporter's own warnings and log lines")
     return parser.parse_args()
 
 
@@ -85,7 +86,8 @@ def main() -> None:
     print(f'Exporting {target.title} at {shape[0]}x{shape[1]}'
           f'{" (dynamic batch, height and width)" if args.dynamic else ""}, opset {args.opset}',
           flush=True)
-    export_onnx(target, args.output, shape, args.dynamic, args.opset)
+    with quiet_exporters(args.verbose):
+        export_onnx(target, args.output, shape, args.dynamic, args.opset)
     print(f'Wrote {args.output}; outputs: {", ".join(target.output_names)}')
 
     shapes = [tuple(export_inputs(shape, args.dynamic).shape)]
@@ -118,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_tool(main, errors=(ExportError,))
+    run_main(main, user_errors=(ExportError, ))

@@ -18,7 +18,9 @@ file (the format follows DST's suffix, or ``--format``), is
 
 The arch (cvt-13, cvt-21 or cvt-w24) is inferred from the weights, checked against the
 ``config.json`` of a transformers checkpoint and against ``--arch`` when given, printed, and
-stored with the weights. Examples::
+stored with the weights. Every tensor's shape is compared with a CvT of that arch built on
+PyTorch's ``meta`` device before anything is allocated: a file cannot make the converter
+build a model larger than the weights it holds. Examples::
 
     python tools/model_converters/cvt2mmpretrain.py CvT-13-224x224-IN-1k.pth cvt-13.pth
     python tools/model_converters/cvt2mmpretrain.py path/to/cvt-21-384-22k cvt-21.safetensors
@@ -30,19 +32,18 @@ from __future__ import annotations
 
 import argparse
 import os.path as osp
-import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
 
-import cvt_backbone.engine.tool  # noqa: F401  (quiet third-party output, before the rest)
 from cvt_backbone import CheckpointError, CvT
-from cvt_backbone.checkpoint import (atomic_save, atomic_save_safetensors,
-                                     read_checkpoint, to_cvt_keys, unwrap_state_dict)
-from cvt_backbone.checkpoint.convert import (arch_differences,
-                                             arch_from_state_dict,
+from cvt_backbone.checkpoint import (atomic_save, atomic_save_safetensors, diff_on_meta,
+                                     from_classifier_keys, read_checkpoint,
+                                     to_classifier_keys, to_cvt_keys, unwrap_state_dict)
+from cvt_backbone.checkpoint.convert import (arch_differences, arch_from_state_dict,
                                              arch_from_transformers_config)
+from cvt_backbone.errors import run_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,9 +75,7 @@ def cvt_state_dict(checkpoint: object, src: str) -> tuple[OrderedDict, str]:
     """
     state_dict = unwrap_state_dict(checkpoint, src)
     if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = OrderedDict(
-            (k[len('backbone.'):] if k.startswith('backbone.') else f'head.{k[len("head.fc."):]}',
-             v) for k, v in state_dict.items() if k.startswith(('backbone.', 'head.fc.')))
+        state_dict = from_classifier_keys(state_dict)
     converted, fmt = to_cvt_keys(state_dict)
     if fmt is None:
         keys = list(state_dict)
@@ -124,17 +123,22 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor], src: str,
 def convert(state_dict: Mapping[str, torch.Tensor], arch: str | dict, src: str,
             backbone_only: bool) -> OrderedDict:
     """The output weights, checked by loading them strictly into ``CvT(arch)`` (with the class
-    token's norm, or, for a detector's or segmentor's backbone, its per-stage output norms).
+    token's norm, or, for a detector's or segmentor's backbone, its per-stage output norms),
+    after every shape is compared with that CvT built on the ``meta`` device.
 
     Returns:
         ``backbone.*`` and ``head.fc.*`` keys, or the bare backbone keys.
 
     Raises:
-        CheckpointError: the backbone does not load strictly, the head is missing (unless
-            ``backbone_only``) or its width is not the last stage's.
+        CheckpointError: the backbone does not fit ``CvT(arch)`` (names the keys and shapes),
+            the head is missing (unless ``backbone_only``) or its width is not the last
+            stage's.
     """
     backbone = OrderedDict((k, v) for k, v in state_dict.items() if not k.startswith('head.'))
     out_type = 'cls_token' if 'cls_norm.weight' in backbone else 'featmap'
+    diff = diff_on_meta(lambda: CvT(arch=arch, out_type=out_type), backbone)
+    if diff:
+        raise CheckpointError(f'{src} does not fit CvT(arch={arch!r}): {diff.describe()}')
     model = CvT(arch=arch, out_type=out_type)
     try:
         model.load_state_dict(backbone, strict=True)
@@ -151,51 +155,45 @@ def convert(state_dict: Mapping[str, torch.Tensor], arch: str | dict, src: str,
         raise CheckpointError(f'{src}: the classifier head has shape '
                               f'{tuple(state_dict["head.weight"].shape)}, but a {arch} head '
                               f'takes {width} channels')
-    out = OrderedDict((f'backbone.{k}', v) for k, v in backbone.items())
-    out['head.fc.weight'] = state_dict['head.weight']
-    out['head.fc.bias'] = state_dict['head.bias']
-    return out
+    return to_classifier_keys(OrderedDict(
+        [*backbone.items(), ('head.weight', state_dict['head.weight']),
+         ('head.bias', state_dict['head.bias'])]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the conversion; return 0, or 1 after an ``error: ...`` line on stderr."""
+def main(argv: list[str] | None = None) -> None:
+    """Run the conversion (``argv`` without the program name; None reads ``sys.argv``)."""
     args = parse_args(argv)
     fmt_out = args.format or ('safetensors' if args.dst.endswith('.safetensors') else 'pth')
-    try:
-        print(f'Loading {args.src}')
-        checkpoint = read_checkpoint(args.src)
-        state_dict, fmt = cvt_state_dict(checkpoint, args.src)
-        meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
-        config = meta.get('transformers_config') if isinstance(meta, Mapping) else None
-        stated = arch_from_transformers_config(config) if isinstance(config, Mapping) else None
-        arch = infer_arch(state_dict, args.src, stated)
-        spec = CvT.parse_arch(arch)
-        num_classes = state_dict['head.weight'].shape[0] if 'head.weight' in state_dict else 0
-        print(f'{fmt} CvT checkpoint, {len(state_dict)} tensors: arch {arch!r} (embed_dims '
-              f'{spec["embed_dims"]}, depths {spec["depths"]}), '
-              + (f'head with {num_classes} classes' if num_classes else 'no head'))
-        if args.arch and args.arch != arch:
-            raise CheckpointError(f'{args.src} is a {arch} checkpoint (embed_dims '
-                                  f'{spec["embed_dims"]}, depths {spec["depths"]}), not '
-                                  f'{args.arch}')
-        print(f'Checking the weights against CvT(arch={arch!r})')
-        converted = convert(state_dict, arch, args.src, args.backbone_only)
-        meta = dict(arch=arch, source=osp.basename(args.src.rstrip('/')), source_format=fmt,
-                    backbone_only=args.backbone_only, converter='cvt2mmpretrain')
-        if not args.backbone_only:
-            meta['num_classes'] = num_classes
-        print(f'Writing {args.dst} ({fmt_out}): {len(converted)} tensors'
-              + (' (backbone only)' if args.backbone_only else ''))
-        if fmt_out == 'safetensors':
-            atomic_save_safetensors(converted, args.dst, {k: str(v) for k, v in meta.items()})
-        else:
-            atomic_save({'state_dict': converted, 'meta': meta}, args.dst)
-    except (CheckpointError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    print(f'Loading {args.src}')
+    checkpoint = read_checkpoint(args.src)
+    state_dict, fmt = cvt_state_dict(checkpoint, args.src)
+    meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
+    config = meta.get('transformers_config') if isinstance(meta, Mapping) else None
+    stated = arch_from_transformers_config(config) if isinstance(config, Mapping) else None
+    arch = infer_arch(state_dict, args.src, stated)
+    spec = CvT.parse_arch(arch)
+    num_classes = state_dict['head.weight'].shape[0] if 'head.weight' in state_dict else 0
+    print(f'{fmt} CvT checkpoint, {len(state_dict)} tensors: arch {arch!r} (embed_dims '
+          f'{spec["embed_dims"]}, depths {spec["depths"]}), '
+          + (f'head with {num_classes} classes' if num_classes else 'no head'))
+    if args.arch and args.arch != arch:
+        raise CheckpointError(f'{args.src} is a {arch} checkpoint (embed_dims '
+                              f'{spec["embed_dims"]}, depths {spec["depths"]}), not '
+                              f'{args.arch}')
+    print(f'Checking the weights against CvT(arch={arch!r})')
+    converted = convert(state_dict, arch, args.src, args.backbone_only)
+    meta = dict(arch=arch, source=osp.basename(args.src.rstrip('/')), source_format=fmt,
+                backbone_only=args.backbone_only, converter='cvt2mmpretrain')
+    if not args.backbone_only:
+        meta['num_classes'] = num_classes
+    print(f'Writing {args.dst} ({fmt_out}): {len(converted)} tensors'
+          + (' (backbone only)' if args.backbone_only else ''))
+    if fmt_out == 'safetensors':
+        atomic_save_safetensors(converted, args.dst, {k: str(v) for k, v in meta.items()})
+    else:
+        atomic_save({'state_dict': converted, 'meta': meta}, args.dst)
     print('Done')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .cvt import ConvAttention, CvT, conv_out_size
+from cvt_backbone import CvT
+from cvt_backbone.models.attention import attention_weights, split_heads
+from cvt_backbone.models.cvt import ConvAttention, conv_out_size
 
 
 @dataclass
@@ -134,7 +136,5 @@ def attention_rows(attn: ConvAttention, inputs: BlockInputs, queries: Sequence[i
         q, k, _ = attn.conv_proj(inputs.tokens, inputs.hw_shape, inputs.with_cls_token)
         q = attn.proj_q(q[:, list(queries)])      # (B, R, C): the asked queries only
         k = attn.proj_k(k)                        # (B, M, C)
-        heads = attn.num_heads
-        q = q.unflatten(-1, (heads, -1)).transpose(1, 2)    # (B, h, R, d)
-        k = k.unflatten(-1, (heads, -1)).transpose(1, 2)    # (B, h, M, d)
-        return torch.softmax(q @ k.transpose(-2, -1) * attn.scale, dim=-1)
+        q, k = split_heads(q, attn.num_heads), split_heads(k, attn.num_heads)  # (B, h, *, d)
+        return attention_weights(q, k, attn.scale)

@@ -1,7 +1,7 @@
 """What ``vis_attention.py`` and the demo's picture share: a CvT and its input from a preset
 or a config, and attention rows drawn as heat maps over the image.
 
-The rows themselves come from :mod:`cvt_backbone.models.attention_rows`.
+The rows themselves come from :mod:`attention_rows`.
 """
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attention_rows import (BlockInputs, attention_rows, capture_block_inputs, key_grid,
+                            query_index)
 from cvt_backbone import CvT
-from cvt_backbone.analysis.models import (build_config_model, build_preset,
-                                          load_model_weights)
+from cvt_backbone.apis import build_model, load_checkpoint
 from cvt_backbone.checkpoint import load_cvt_weights
-from cvt_backbone.models.attention_rows import (BlockInputs, attention_rows,
-                                                capture_block_inputs, key_grid, query_index)
 
 #: ImageNet's RGB mean and std (0-255), the official CvT preprocessing.
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -63,16 +62,16 @@ def load_backbone(model: str, checkpoint: str) -> Backbone:
         FileNotFoundError, CheckpointError: the checkpoint is missing or does not fit.
     """
     if model.lower() in CvT.arch_settings:
-        backbone = build_preset(model.lower())
+        backbone = CvT(arch=model.lower()).eval()
         load_cvt_weights(backbone, checkpoint)
         return Backbone(backbone, torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
     if not osp.isfile(model):
         raise ValueError(f'{model!r} is neither a CvT preset ({", ".join(CvT.arch_settings)}) '
                          f'nor a config file')
-    built, _ = build_config_model(model)
+    built, _ = build_model(model)
     if not isinstance(built.backbone, CvT):
         raise ValueError(f'{model}: the backbone is {type(built.backbone).__name__}, not CvT')
-    load_model_weights(built, checkpoint)
+    load_checkpoint(built, checkpoint)
     pre = built.data_preprocessor
     return Backbone(built.backbone.eval(), pre.mean.flatten(), pre.std.flatten(),
                     _converts_to_rgb(pre))

@@ -14,7 +14,7 @@ class ModelSpec:
         label: Name in the table.
         kind: ``'ours'`` (this package's CvT), ``'port'`` (transformers' ``CvtModel`` with
             the weights of our CvT of the same arch), ``'swin'`` (mmdet's Swin-T), or a
-            runtime running our CvT's ONNX export (:func:`~cvt_backbone.deploy.onnx.export_onnx`,
+            runtime running our CvT's ONNX export (:func:`onnx_export.export_onnx`,
             dynamic sizes): ``'onnxruntime'`` or ``'openvino'`` (inference only).
         arch: CvT preset (ours and port).
         cvt_kwargs: Further CvT arguments (ours and port).

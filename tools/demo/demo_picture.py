@@ -7,7 +7,7 @@ times their size, with labels in print-sized text:
 
 * classification: a few val images with the predicted class and score (green when right,
   red when wrong), each beside its class token's attention in the last block, one map per
-  head (:mod:`cvt_backbone.analysis.attention`);
+  head, as ``tools/analysis_tools/vis_attention.py`` draws it;
 * detection: val scenes with the boxes, masks, classes and scores above ``score_thr``;
 * segmentation: val scenes with the predicted label map laid over them.
 
@@ -23,14 +23,20 @@ import glob
 import io
 import logging
 import os.path as osp
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from cvt_backbone.analysis.attention import attention_maps, draw_heat_map, load_backbone
 from cvt_backbone.checkpoint import atomic_write_bytes
+
+#: The attention-map tool the classification rows show the output of.
+VIS_ATTENTION = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'analysis_tools',
+                         'vis_attention.py')
 
 #: Inches per panel: a 128x128 scene is drawn at 2.6 x dpi (260) pixels, about twice its size.
 PANEL_INCHES = 2.6
@@ -91,29 +97,38 @@ def _faded(image: np.ndarray) -> np.ndarray:
     return np.repeat(0.6 + 0.35 * grey, 3, axis=-1)
 
 
-def draw_classification(axes, models: DemoModels, images: list[str]) -> None:
-    """Rows of [image with prediction, class-token attention of each head]."""
+def attention_picture(models: DemoModels, image: str, out_file: str) -> np.ndarray:
+    """The class token's attention in the classifier's last block, each head's map over
+    ``image``, as ``tools/analysis_tools/vis_attention.py`` draws it (an RGB array)."""
+    command = [sys.executable, VIS_ATTENTION, models.cls_config, models.cls_checkpoint, image,
+               '--out', out_file]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f'vis_attention.py failed: {done.stderr.strip()[-500:]}')
+    return _read_rgb(out_file)
+
+
+def draw_classification(fig, axes, models: DemoModels, images: list[str]) -> None:
+    """Rows of [image with prediction, the class token's attention of each head]."""
     from mmpretrain.apis import ImageClassificationInferencer
 
     inferencer = ImageClassificationInferencer(model=models.cls_config,
                                                pretrained=models.cls_checkpoint, device='cpu')
-    backbone = load_backbone(models.cls_config, models.cls_checkpoint)
-    stage = len(backbone.model.stages) - 1
-    block = len(backbone.model.stages[stage].blocks) - 1
-    for row, (path, result) in zip(axes, zip(images, inferencer(images))):
-        image = _read_rgb(path)
-        truth = osp.basename(osp.dirname(path))
-        name = result.get('pred_class', str(result['pred_label']))
-        row[0].imshow(image, interpolation='nearest')
-        row[0].set_title(f'{name} {result["pred_score"]:.0%} (true: {truth})', fontsize=10,
-                         color='green' if name == truth else 'red')
-        row[0].axis('off')
-        maps, _ = attention_maps(backbone, image, stage, block, queries=[0])
-        for head, ax in enumerate(row[1:]):
-            if head < maps.maps.shape[1]:
-                draw_heat_map(ax, image, maps.maps[0, head], f'class token, head {head}')
-            else:
-                ax.axis('off')
+    with tempfile.TemporaryDirectory() as folder:
+        for r, (row, path, result) in enumerate(zip(axes, images, inferencer(images))):
+            image = _read_rgb(path)
+            truth = osp.basename(osp.dirname(path))
+            name = result.get('pred_class', str(result['pred_label']))
+            row[0].imshow(image, interpolation='nearest')
+            row[0].set_title(f'{name} {result["pred_score"]:.0%} (true: {truth})',
+                             fontsize=10, color='green' if name == truth else 'red')
+            row[0].axis('off')
+            grid = row[1].get_gridspec()
+            for ax in row[1:]:
+                ax.remove()
+            maps = fig.add_subplot(grid[r, 1:])
+            maps.imshow(attention_picture(models, path, osp.join(folder, f'{r}.png')))
+            maps.axis('off')
 
 
 def draw_detection(axes, models: DemoModels, images: list[str], score_thr: float) -> None:
@@ -198,7 +213,7 @@ def draw_demo_picture(models: DemoModels, data_dir: str, out_file: str,
     fig, axes = plt.subplots(rows, columns, squeeze=False,
                              figsize=(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.6))
     with quiet_inferencers():
-        draw_classification(axes[:len(cls_images)], models, cls_images)
+        draw_classification(fig, axes[:len(cls_images)], models, cls_images)
         draw_detection(axes[-2], models, scenes, score_thr)
         draw_segmentation(axes[-1], models, scenes)
     for ax in axes[-2:].flat[len(scenes):]:

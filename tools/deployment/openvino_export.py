@@ -1,9 +1,9 @@
 """OpenVINO as a deployment target: the exported ONNX file as an OpenVINO model, checked.
 
-* :func:`save_openvino`: read the ONNX file that :func:`~cvt_backbone.deploy.onnx.export_onnx`
+* :func:`save_openvino`: read the ONNX file that :func:`onnx_export.export_onnx`
   wrote and save it as OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32;
 * :func:`check_openvino`: OpenVINO's CPU plugin against PyTorch at given input sizes, in
-  f32 (within :data:`~cvt_backbone.deploy.onnx.TOLERANCE` of the output scale) and in bf16
+  f32 (within :data:`onnx_export.TOLERANCE` of the output scale) and in bf16
   (within :data:`BF16_TOLERANCE`), the precision the plugin actually ran being reported:
   on a CPU without native bf16 it runs f32 whatever the hint.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .onnx import TOLERANCE, CheckResult, ExportTarget, compare, require_packages
+from onnx_export import TOLERANCE, CheckResult, ExportTarget, compare, require_packages
 
 #: The largest relative difference to PyTorch fp32 a bf16 run may have (over the output
 #: scale).
@@ -23,7 +23,7 @@ PRECISIONS = {'f32': TOLERANCE, 'bf16': BF16_TOLERANCE}
 
 
 def require_openvino() -> None:
-    """Import openvino, or raise :class:`~cvt_backbone.deploy.onnx.ExportError` naming the
+    """Import openvino, or raise :class:`onnx_export.ExportError` naming the
     extra."""
     require_packages(('openvino', ), 'OpenVINO models need the [openvino] extra '
                                      '(pip install -e .[openvino])')

@@ -1,9 +1,10 @@
-"""Hooks that make MMEngine's checkpoints complete, durable and exactly resumable.
+"""Hooks that make MMEngine's checkpoints durable, exactly resumable and complete.
 
-* :class:`SafeCheckpointHook` replaces MMEngine's ``CheckpointHook``: the newest complete
-  checkpoint always survives (old ones are removed only after the new one is on disk, and
-  ``last_checkpoint`` is written atomically), and every checkpoint carries the random state
-  of every rank (Python, NumPy, torch CPU and CUDA) and the training sampler's seed.
+* :class:`SafeCheckpointHook` in place of MMEngine's ``CheckpointHook``: the newest complete
+  checkpoint always survives (an outdated one is removed only after the new one is on
+  disk), files are written atomically, only checkpoints this process saved in this run are
+  ever removed, and every checkpoint carries the random state of every rank and the
+  training sampler's seed.
 * :class:`RandomStateHook` keeps the training's random streams free of what data-loader
   iterators and validation draw, and puts a checkpoint's state back at the first training
   iteration after a resume, so the run continues as if it had never stopped.
@@ -14,39 +15,54 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import os.path as osp
 import random
 import re
-from collections import deque
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
-from ..checkpoint import (CheckpointError, atomic_write_text, diff_state_dict,
-                          unwrap_state_dict)
+from ..checkpoint import atomic_write_bytes, atomic_write_text, check_checkpoint_fits
+from ..checkpoint.loading import check_dataset_meta
 from ..checkpoint.write import TMP_SUFFIX
+from ..errors import CheckpointError
+from .loading import FILE_CLAIMS
 
 #: The key of ``meta`` under which :class:`SafeCheckpointHook` stores the random state.
 RANDOM_STATE_KEY = 'cvt_random_state'
-#: The ``runtime_info`` entry listing checkpoints that a save made outdated (removed after it).
-OUTDATED_KEY = 'outdated_ckpt_ids'
 #: The hidden temporary files of :func:`~cvt_backbone.checkpoint.atomic_write_bytes`.
 TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}' + re.escape(TMP_SUFFIX) + '$')
-#: The work dir's record of the checkpoint files its runs wrote (see SafeCheckpointHook).
-LEDGER = 'written_checkpoints.json'
-#: ``runtime_info`` entries that name checkpoint files MMEngine's hook would remove.
-_ID_KEYS = ('keep_ckpt_ids', OUTDATED_KEY)
-_PATH_KEYS = re.compile(r'^(best_ckpt(_.+)?|last_ckpt)$')
+#: The file backend :class:`SafeCheckpointHook` writes through (MMEngine's ``backend_args``).
+ATOMIC_BACKEND = 'atomic_local'
+
+
+@register_backend(ATOMIC_BACKEND)
+class AtomicLocalBackend(LocalBackend):
+    """MMEngine's local storage backend whose :meth:`put` and :meth:`put_text` are atomic and
+    durable; registered under its own name (``backend_args=dict(backend='atomic_local')``).
+
+    Everything else (reads, listing, removal) is :class:`LocalBackend`'s.
+    """
+
+    def put(self, obj: bytes, filepath: str | Path) -> None:
+        """Write bytes to ``filepath`` atomically (see
+        :func:`~cvt_backbone.checkpoint.write.atomic_write_bytes`)."""
+        atomic_write_bytes(obj, filepath)
+
+    def put_text(self, obj: str, filepath: str | Path, encoding: str = 'utf-8') -> None:
+        """Write text to ``filepath`` atomically."""
+        atomic_write_bytes(obj.encode(encoding), filepath)
 
 
 # --------------------------------------------------------------------------- random state
@@ -77,21 +93,6 @@ def restore_random_state(state: Mapping, source: str) -> None:
                               f'({type(err).__name__}: {err})') from None
 
 
-def read_ledger(path: str) -> set[str]:
-    """The checkpoint files a :data:`LEDGER` file lists; none if it is missing or unreadable."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        return set()
-    except (OSError, ValueError, RecursionError) as err:
-        print_log(f'{path} is unreadable ({type(err).__name__}): no checkpoint of an earlier '
-                  f'run is removed', logger='current', level=logging.WARNING)
-        return set()
-    files = record.get('checkpoints') if isinstance(record, dict) else None
-    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
-
-
 def _train_sampler(runner):
     loader = runner.train_dataloader
     return getattr(loader, 'sampler', None)
@@ -99,21 +100,22 @@ def _train_sampler(runner):
 
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
-    """MMEngine's ``CheckpointHook`` that never leaves a run without a complete checkpoint,
-    and removes only checkpoint files that runs in this work dir wrote.
+    """MMEngine's ``CheckpointHook`` that never leaves a run without a complete checkpoint and
+    removes only checkpoints this process saved in this run.
 
-    Same arguments and file names as ``CheckpointHook``. Differences:
+    Same arguments and file names as ``CheckpointHook``; files are written through
+    :class:`AtomicLocalBackend` unless ``backend_args`` names another backend. Differences:
 
     * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
       removed only after the new checkpoint is written (MMEngine removes it first: a kill in
-      between left no checkpoint, and ``last_checkpoint`` named a deleted file); the new
-      checkpoint names it, so that a run killed before the removal finishes it on resume;
-    * ``last_checkpoint`` is written atomically (MMEngine truncates it, then writes), and
-      the hidden temporary file a killed save may leave is removed when training starts;
-    * the files a resumed checkpoint names for removal (``keep_ckpt_ids``,
-      ``outdated_ckpt_ids``, ``best_ckpt*``, ``last_ckpt`` of its ``runtime_info``) are
-      taken only where the work dir's :data:`LEDGER`, which this hook keeps, lists them as
-      written here; a checkpoint copied from elsewhere or crafted removes nothing;
+      between left no checkpoint, and ``last_checkpoint`` named a deleted file);
+    * checkpoints and ``last_checkpoint`` are written atomically (a reader sees the old file
+      or the whole new one), and the hidden temporary file a killed save may leave is
+      removed when training starts;
+    * only files this process saved in this run are ever removed: what a resumed checkpoint
+      says of files (``keep_ckpt_ids``, ``best_ckpt*``, ``last_ckpt`` of its
+      ``runtime_info``) is dropped before MMEngine's hook could act on it, so checkpoints of
+      an earlier run stay (``max_keep_ckpts`` counts this run's);
     * each checkpoint's ``meta`` carries every rank's random state and the training
       sampler's seed (gathered from all ranks, so this runs on every rank);
     * the parameter schedulers' states hold data only: a method a scheduler keeps as an
@@ -121,6 +123,11 @@ class SafeCheckpointHook(CheckpointHook):
       which no checkpoint reader of this package accepts; the scheduler sets it again from
       its arguments when it is built, so a resumed run has it.
     """
+
+    def __init__(self, *args, backend_args: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, backend_args=backend_args or dict(backend=ATOMIC_BACKEND),
+                         **kwargs)
+        self._saved: set[str] = set()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Drop the callables from each saved parameter scheduler state."""
@@ -132,32 +139,14 @@ class SafeCheckpointHook(CheckpointHook):
                     del state[key]
 
     def before_train(self, runner) -> None:
-        """MMEngine's set-up with only the resumed file names the ledger backs; then finish
-        what a killed save left: the removal of the checkpoint it made outdated, and its
-        hidden temporary file."""
+        """MMEngine's set-up, blind to the resumed checkpoint's file claims; then remove the
+        hidden temporary files of killed saves."""
         hub = runner.message_hub
-        claims = {key: hub.pop_info(key) for key in list(hub.runtime_info)
-                  if key in _ID_KEYS or _PATH_KEYS.match(key)}
+        for key in [k for k in hub.runtime_info if FILE_CLAIMS.match(k)]:
+            hub.pop_info(key)
         super().before_train(runner)  # sees no claims: keeps no ids, knows no best file
-        self._ledger = osp.join(runner.work_dir, LEDGER)
-        self._written = read_ledger(self._ledger)
-        own = self._own_claims(claims)
-        for key, value in own.items():
-            hub.update_info(key, value)
-        outdated = list(own.get(OUTDATED_KEY, []))
-        if self.max_keep_ckpts > 0:
-            keep = own.get('keep_ckpt_ids', [])
-            outdated += keep[:-self.max_keep_ckpts]
-            self.keep_ckpt_ids = deque(keep[-self.max_keep_ckpts:], self.max_keep_ckpts)
-        if self.save_best is not None and len(self.key_indicators) == 1:
-            self.best_ckpt_path = own.get('best_ckpt')
-        elif self.save_best is not None:
-            self.best_ckpt_path_dict = {key: own.get(f'best_ckpt_{key}')
-                                        for key in self.key_indicators}
         if not is_main_process():
             return
-        for step in outdated:
-            self._remove_checkpoint(step)
         for folder in {self.out_dir, runner.work_dir}:
             if osp.isdir(folder):
                 for name in os.listdir(folder):
@@ -167,46 +156,20 @@ class SafeCheckpointHook(CheckpointHook):
     def _path(self, step: int) -> str:
         return self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
 
-    def _own_claims(self, claims: dict) -> dict:
-        """The claimed ids and paths that name files of the ledger; one log line for the rest."""
-        own, ignored = {}, []
-        for key, value in claims.items():
-            if key in _ID_KEYS:
-                ids = value if isinstance(value, list) else []
-                own[key] = [i for i in ids if type(i) is int and self._path(i) in self._written]
-                if len(own[key]) != len(ids) or not isinstance(value, list):
-                    ignored.append(key)
-            elif isinstance(value, str) and value in self._written:
-                own[key] = value
-            else:
-                ignored.append(key)
-        if ignored:
-            print_log(f'The resumed checkpoint names files in runtime_info {ignored} that '
-                      f'{self._ledger} does not list as written in this work dir: they are '
-                      f'never removed', logger='current', level=logging.WARNING)
-        return own
-
-    def _record(self, added: str | None = None, removed: str | None = None) -> None:
-        """Update the ledger (main process; written atomically, only when it changes)."""
-        written = (self._written | {added}) - {None, removed}
-        if written == self._written:
+    def _remove_own(self, path: str | None) -> None:
+        """Remove ``path`` if this process saved it in this run (main process only)."""
+        if path not in self._saved or not is_main_process():
             return
-        self._written = written
-        if is_main_process():
-            atomic_write_text(json.dumps({'checkpoints': sorted(self._written)}, indent=1),
-                              self._ledger)
-
-    def _remove_checkpoint(self, step: int) -> None:
-        path = self._path(step)
         if self.file_backend.isfile(path):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):
             self.file_backend.rmtree(path)
-        self._record(removed=path)
+        self._saved.discard(path)
 
     @contextlib.contextmanager
     def _removals_deferred(self) -> Iterator[list]:
-        """Collect the backend's ``remove`` / ``rmtree`` calls; run them on success only."""
+        """Collect the backend's ``remove`` / ``rmtree`` calls MMEngine makes; afterwards
+        remove those of this run's own files."""
         backend, pending = self.file_backend, []
 
         class Deferred:
@@ -214,19 +177,18 @@ class SafeCheckpointHook(CheckpointHook):
                 return getattr(backend, name)
 
             def remove(self, path):
-                pending.append((backend.remove, path))
+                pending.append(path)
 
             def rmtree(self, path):
-                pending.append((backend.rmtree, path))
+                pending.append(path)
 
         self.file_backend = Deferred()
         try:
             yield pending
         finally:
             self.file_backend = backend
-        for remove, path in pending:
-            remove(path)
-            self._record(removed=path)
+        for path in pending:
+            self._remove_own(path)
 
     def _random_state_meta(self, runner, meta: dict) -> dict:
         states = all_gather_object(capture_random_state())
@@ -243,14 +205,10 @@ class SafeCheckpointHook(CheckpointHook):
                 outdated = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
-        # Saved with the new checkpoint: a run killed before the removal below finishes it.
-        runner.message_hub.update_info(OUTDATED_KEY, [] if outdated in (None, step)
-                                       else [outdated])
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        # Recorded before it is written: a run killed mid-save still owns the file's name.
-        self._record(added=self.last_ckpt)
+        self._saved.add(self.last_ckpt)
         runner.save_checkpoint(
             self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
             save_param_scheduler=self.save_param_scheduler,
@@ -260,18 +218,15 @@ class SafeCheckpointHook(CheckpointHook):
             return
         atomic_write_text(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
         if outdated is not None and outdated != step:
-            self._remove_checkpoint(outdated)
+            self._remove_own(self._path(outdated))
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         with self._removals_deferred():
             super()._save_best_checkpoint(runner, metrics)
-        if not self.save_best:
-            return
-        # MMEngine writes the best file itself; one killed before this line stays (not lost).
-        best = ([self.best_ckpt_path] if len(self.key_indicators) == 1
-                else list(self.best_ckpt_path_dict.values()))
-        for path in best:
-            self._record(added=path)
+            if self.save_best:
+                best = ([self.best_ckpt_path] if len(self.key_indicators) == 1
+                        else list(self.best_ckpt_path_dict.values()))
+                self._saved.update(path for path in best if path)
 
 
 @HOOKS.register_module()
@@ -289,17 +244,19 @@ class RandomStateHook(Hook):
       existed) still resume, with a warning that the random state is not restored.
 
     Args:
-        resume: The runner resumes from a checkpoint.
+        resume: Whether the Runner resumes; None (the default): as its config's ``resume``
+            says (``tools/train.py --resume`` and the toolboxes' own set it).
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, resume: bool = False) -> None:
+    def __init__(self, resume: bool | None = None) -> None:
         self.resume = resume
         self._pending: dict | None = None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not self.resume:
+        resume = self.resume if self.resume is not None else bool(runner.cfg.get('resume'))
+        if not resume:
             return
         meta = checkpoint.get('meta')
         state = meta.get(RANDOM_STATE_KEY) if isinstance(meta, Mapping) else None
@@ -344,6 +301,12 @@ def _check_training_state(runner, checkpoint: Mapping, source: str) -> None:
         raise CheckpointError(f'Cannot resume from {source}: it holds no training state '
                               f"(no 'meta' with epoch and iter counters); use load_from for "
                               f'a weights-only checkpoint')
+    seed = meta.get('seed')
+    if seed is not None and not (type(seed) is int and 0 <= seed < 1 << 32):
+        raise CheckpointError(f'Cannot resume from {source}: its meta.seed {seed!r:.40} is no '
+                              f'seed (an integer from 0 to 2**32 - 1)')
+    if meta.get('dataset_meta') is not None:
+        check_dataset_meta(meta['dataset_meta'], f'Cannot resume from {source}')
     hub = checkpoint.get('message_hub')
     if not isinstance(hub, Mapping) or not all(
             isinstance(hub.get(k), Mapping) for k in ('log_scalars', 'runtime_info',
@@ -398,24 +361,6 @@ def _check_optimizer_state(optim_wrapper, state: object, source: str) -> None:
                         f'{tuple(params[index].shape)}')
 
 
-def check_checkpoint_fits(model: torch.nn.Module, checkpoint: object, source: str) -> None:
-    """Refuse a checkpoint that would leave some of ``model``'s weights unloaded.
-
-    MMEngine loads ``load_from`` and ``--resume`` checkpoints with ``strict=False``: missing
-    keys and shape mismatches only log a warning, and the model silently keeps random weights
-    there. Keys the model does not have are allowed (they are ignored).
-
-    Raises:
-        CheckpointError: no state dict of tensors, missing keys or shape mismatches.
-    """
-    state = unwrap_state_dict(checkpoint, source)
-    diff = diff_state_dict(model.state_dict(), state)
-    diff.unexpected = []
-    if diff:
-        raise CheckpointError(f'{source} does not fit the model of this config: '
-                              f'{diff.describe()}')
-
-
 @HOOKS.register_module()
 class CompleteCheckpointHook(Hook):
     """Make the Runner refuse a checkpoint that does not fill the whole model.
@@ -429,7 +374,7 @@ class CompleteCheckpointHook(Hook):
         training_state: Also require MMEngine's training state (for resuming).
     """
 
-    priority = 'VERY_HIGH'
+    priority = 'HIGHEST'
 
     def __init__(self, path: str | None = None, training_state: bool = False) -> None:
         self.path = path
@@ -449,5 +394,5 @@ class CompleteCheckpointHook(Hook):
         check_checkpoint_fits(model, checkpoint, source)
 
 
-__all__ = ['SafeCheckpointHook', 'RandomStateHook', 'CompleteCheckpointHook',
-           'check_checkpoint_fits', 'capture_random_state', 'restore_random_state']
+__all__ = ['AtomicLocalBackend', 'SafeCheckpointHook', 'RandomStateHook',
+           'CompleteCheckpointHook', 'capture_random_state', 'restore_random_state']

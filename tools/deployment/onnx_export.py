@@ -14,8 +14,12 @@ convolutions (:meth:`~cvt_backbone.CvT.switch_to_deploy`) and, on the fast path
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os.path as osp
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +27,7 @@ import torch
 import torch.nn as nn
 
 from cvt_backbone import CvT
-from cvt_backbone.analysis.models import (DEFAULT_SHAPES, build_config_model, build_preset,
-                                          load_model_weights)
+from cvt_backbone.apis import DEFAULT_SHAPES, build_model, load_checkpoint
 from cvt_backbone.checkpoint import atomic_write_bytes, load_cvt_weights
 
 #: What ``--dynamic`` makes dynamic: input axis -> name.
@@ -132,7 +135,7 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
         FileNotFoundError, CheckpointError: the checkpoint is missing or does not fit.
     """
     if model.lower() in CvT.arch_settings:
-        backbone = build_preset(model.lower())
+        backbone = CvT(arch=model.lower()).eval()
         if checkpoint:
             load_cvt_weights(backbone, checkpoint)
         backbone.switch_to_deploy()
@@ -142,12 +145,9 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
     if not osp.isfile(model):
         raise ExportError(f'{model!r} is neither a CvT preset ({", ".join(CvT.arch_settings)}) '
                           f'nor a config file')
-    try:
-        built, scope = build_config_model(model)
-    except ValueError as err:
-        raise ExportError(str(err)) from None
+    built, scope = build_model(model)
     if checkpoint:
-        load_model_weights(built, checkpoint)
+        load_checkpoint(built, checkpoint)
     # Another backbone states no smallest input: the exporter or the check will say.
     min_size = 1
     if isinstance(built.backbone, CvT):
@@ -161,6 +161,35 @@ def build_target(model: str, checkpoint: str | None = None) -> ExportTarget:
     part = 'backbone + neck' if getattr(built, 'with_neck', False) else 'backbone'
     return ExportTarget(module, names, f'{model} ({scope} {part}; the heads are mmdeploy\'s job)',
                         DEFAULT_SHAPES[scope], min_size)
+
+
+#: The loggers of the exporters, quiet below WARNING unless verbose.
+EXPORTER_LOGGERS = ('mmdeploy', 'torch.onnx', 'onnxscript', 'torch.export')
+
+
+@contextlib.contextmanager
+def quiet_exporters(verbose: bool = False) -> Iterator[None]:
+    """Keep the exporters' warnings (TracerWarnings, deprecations) and info logs off the
+    terminal, and say in one line how many warnings there were; ``verbose`` shows them
+    all."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    kinds = sorted({w.category.__name__ for w in caught})
+    if caught:
+        print(f'({len(caught)} warnings of the exporters hidden: {", ".join(kinds)}; '
+              f'--verbose shows them)', flush=True)
 
 
 def export_inputs(shape: tuple[int, int], dynamic: bool) -> torch.Tensor:

@@ -2,8 +2,10 @@
 
 A fresh process per case keeps one case's memory (allocator caches, the transformers
 port's 9 GB attention matrices) out of the next case's figures. The parent
-(:class:`SubprocessRunner`) starts ``python -m cvt_backbone.analysis.benchmark.runner REQUEST``
-in the repository root and reads progress lines and one result line from its output.
+(:class:`SubprocessRunner`) starts ``python tools/analysis_tools/benchmark_runner.py
+REQUEST`` in the repository root and reads progress lines and one result line from its
+output. The rows of other runtimes (onnxruntime, OpenVINO) run the export of
+``tools/deployment/`` (its modules are on the worker's ``PYTHONPATH``).
 """
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .cases import Case
-from .probes import CudaMemory, HostMemory, matmul_rate, time_runs
+from cvt_backbone import CvT
+from benchmark_cases import Case
+from benchmark_probes import CudaMemory, HostMemory, matmul_rate, time_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+#: Where the worker finds the export code of the runtime rows.
+DEPLOYMENT = os.path.join(ROOT, 'tools', 'deployment')
 PROGRESS = '@progress '
 RESULT = '@result '
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -76,7 +81,7 @@ class RuntimeModel:
     """
 
     def __init__(self, case: Case, threads: int, folder: str) -> None:
-        from cvt_backbone.deploy.onnx import build_target, export_onnx, ort_session
+        from onnx_export import build_target, export_onnx, ort_session
 
         path = os.path.join(folder, 'model.onnx')
         export_onnx(build_target(case.spec.arch), path, (224, 224), dynamic=True)
@@ -86,7 +91,7 @@ class RuntimeModel:
             session = ort_session(path, threads)
             self._run = lambda x: session.run(None, {'input': x})
         else:
-            from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+            from openvino_export import compile_openvino, effective_precision
 
             wanted = {'fp32': 'f32'}.get(case.precision, case.precision)  # OpenVINO's names
             compiled = compile_openvino(path, wanted, threads)
@@ -102,17 +107,20 @@ class RuntimeModel:
 
 def build_model(case: Case) -> nn.Module:
     """The case's model with the official (CvT, port) or default (Swin) initialisation."""
-    from ..models import build_preset, build_swin_tiny
-    from ..port import port_of
+    from transformers_port import port_of
 
     spec = case.spec
     if spec.kind == 'swin':
-        return build_swin_tiny(with_cp=case.with_cp)
+        from mmdet.models.backbones import SwinTransformer
+        swin = SwinTransformer(with_cp=case.with_cp)  # its defaults: Swin-T
+        swin.init_weights()
+        return swin
     if spec.kind == 'port':
         if case.with_cp:
             raise ValueError('the transformers port has no activation checkpointing')
-        return port_of(build_preset(spec.arch, **spec.cvt_kwargs))
-    model = build_preset(spec.arch, with_cp=case.with_cp, **spec.cvt_kwargs)
+        return port_of(CvT(arch=spec.arch, **spec.cvt_kwargs).eval())
+    model = CvT(arch=spec.arch, with_cp=case.with_cp, **spec.cvt_kwargs)
+    model.init_weights()
     return model.switch_to_deploy() if spec.deploy else model
 
 
@@ -165,12 +173,11 @@ def forward_macs(case: Case, model: nn.Module, x: torch.Tensor) -> int:
 
     The port computes the same function as our CvT of its arch, so ours is counted.
     """
-    from ..flops import count_flops
-    from ..models import build_preset
+    from flops import count_flops
 
     spec = case.spec
     if spec.kind == 'port' or spec.kind in RUNTIMES:
-        model = build_preset(spec.arch, **spec.cvt_kwargs).to(x.device)
+        model = CvT(arch=spec.arch, **spec.cvt_kwargs).to(x.device)
     model.eval()
     return count_flops(model, x).macs
 
@@ -267,6 +274,8 @@ class SubprocessRunner:
         env = dict(os.environ)
         for name in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
             env[name] = str(self.settings.threads)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [HERE, DEPLOYMENT, *filter(None, [env.get('PYTHONPATH')])])
         env.pop('MALLOC_MMAP_THRESHOLD_', None)
         if case.mmap_threshold is not None:
             env['MALLOC_MMAP_THRESHOLD_'] = str(case.mmap_threshold)
@@ -280,7 +289,7 @@ class SubprocessRunner:
         """
         request = dict(case=case.to_dict(), settings=dataclasses.asdict(self.settings),
                        macs=self._macs.get(self._macs_key(case)))
-        command = [sys.executable, '-m', 'cvt_backbone.analysis.benchmark.runner',
+        command = [sys.executable, os.path.join(HERE, 'benchmark_runner.py'),
                    json.dumps(request)]
         start = time.perf_counter()
         result = None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .onnx import ExportError, require_packages
+from onnx_export import ExportError, require_packages
 
 #: How mmdeploy is installed: its wheel pins protobuf<=3.20.2, which no onnx of the
 #: [deploy] extra accepts, so it goes in without its dependencies, and the [mmdeploy]
@@ -104,8 +104,8 @@ def export_with_mmdeploy(model_cfg: str, checkpoint: str, deploy_cfg: str, out_d
 
     Args:
         model_cfg: An mmdet or mmseg config.
-        checkpoint: Its trained weights (read through the project's decoder when
-            ``cvt_backbone.engine`` is imported, as the tools do).
+        checkpoint: Its trained weights (read through the project's decoder once
+            :func:`~cvt_backbone.training.use_safe_loading` ran, as the tool does).
         deploy_cfg: An mmdeploy deploy config of the same codebase.
         out_dir: Where ``end2end.onnx`` goes.
         image: The export image ``(H, W, 3)`` uint8 BGR.
@@ -115,7 +115,7 @@ def export_with_mmdeploy(model_cfg: str, checkpoint: str, deploy_cfg: str, out_d
     """
     from mmdeploy.apis import torch2onnx
 
-    from . import mmdeploy_rewrites  # noqa: F401  (registers the rewrites)
+    import cvt_backbone.deploy.mmdeploy_rewrites  # noqa: F401  (registers the rewrites)
 
     deploy, model = _configs(model_cfg, deploy_cfg)
     save_file = deploy.onnx_config.save_file
@@ -255,7 +255,7 @@ def check_with_mmdeploy(onnx_file: str, model_cfg: str, checkpoint: str, deploy_
     from mmdeploy.core import RewriterContext, patch_model
     from mmdeploy.utils import IR, get_backend, get_ir_config
 
-    from . import mmdeploy_rewrites  # noqa: F401  (registers the rewrites)
+    import cvt_backbone.deploy.mmdeploy_rewrites  # noqa: F401  (registers the rewrites)
 
     deploy, model = _configs(model_cfg, deploy_cfg)
     backend = get_backend(deploy).value

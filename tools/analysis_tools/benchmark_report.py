@@ -1,7 +1,7 @@
 """The benchmark's table (markdown) and bar chart (PNG)."""
 from __future__ import annotations
 
-from .cases import MODELS, Case
+from benchmark_cases import MODELS, Case
 
 KIND_LABELS = {'ours': 'this CvT', 'port': 'transformers CvtModel', 'swin': 'mmdet Swin-T',
                'onnxruntime': 'our ONNX, onnxruntime', 'openvino': 'our ONNX, OpenVINO'}

@@ -1,0 +1,229 @@
+"""A config's model, and a checkpoint in it, for any of the three toolboxes.
+
+* :func:`load_config`: a config file with ``--cfg-options``-style overrides; a missing file,
+  a toolbox the config inherits from that is not installed, or a file MMEngine cannot read
+  is one :class:`~cvt_backbone.ConfigError` naming it.
+* :func:`build_model`: the model of an mmpretrain, mmdet or mmseg config (the toolbox is its
+  ``default_scope``), in eval mode, without loading any weights.
+* :func:`load_checkpoint`: a whole-model checkpoint into such a model, read by the package's
+  decoder, refused unless it fills the model (missing keys and wrong shapes are named).
+* :func:`init_model`: both, as mmdet's ``init_detector`` or mmseg's ``init_model`` do.
+* :func:`tensor_forward`: the model's ``mode='tensor'`` forward (backbone, neck and heads
+  without post-processing) with a random input of the toolbox's usual size, for counting
+  FLOPs and exporting.
+
+The tools build every model they measure, export or test through these.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os.path as osp
+import re
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+
+from .checkpoint import check_checkpoint_fits, read_checkpoint, unwrap_state_dict
+from .checkpoint.loading import check_dataset_meta
+from .errors import ConfigError, error_line
+from .version import EXTRAS, SUPPORTED, check_toolbox
+
+#: Default ``(H, W)`` input per toolbox, as their get_flops tools assume.
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (800, 1344), 'mmseg': (512, 512)}
+_PACKAGE_BASE = re.compile(r'''['"](\w+)::''')
+_LOCAL_BASE = re.compile(r'''['"]([^'"]+\.py)['"]''')
+
+
+def _missing_toolboxes(path: str, seen: set[str] | None = None) -> set[str]:
+    """The ``package::`` bases of a config file and of the local files it inherits from
+    whose package is not installed."""
+    seen = seen if seen is not None else set()
+    path = osp.abspath(path)
+    if path in seen or not osp.isfile(path):
+        return set()
+    seen.add(path)
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    missing = {name for name in _PACKAGE_BASE.findall(text)
+               if importlib.util.find_spec(name) is None}
+    for base in _LOCAL_BASE.findall(text):
+        missing |= _missing_toolboxes(osp.join(osp.dirname(path), base), seen)
+    return missing
+
+
+def load_config(path: str, options: Mapping | None = None) -> Config:
+    """Read a config file and apply ``options`` (``--cfg-options``).
+
+    Raises:
+        ConfigError: the file does not exist, inherits from a toolbox that is not installed
+            (the message names the pip extra), or cannot be read; one line each.
+    """
+    if not osp.isfile(path):
+        raise ConfigError(f'config file {path!r} does not exist')
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as err:  # noqa: BLE001 -- MMEngine raises many kinds; one line here
+        missing = _missing_toolboxes(path)
+        if missing:
+            needs = ', '.join(f'{SUPPORTED[n][0] if n in SUPPORTED else n} (pip install '
+                              f'cvt-backbone[{EXTRAS.get(n, "all")}])' for n in sorted(missing))
+            raise ConfigError(f'{path} inherits from {", ".join(sorted(missing))}, which is '
+                              f'not installed: {needs}') from None
+        raise ConfigError(f'{path} cannot be read: {error_line(err)}') from None
+    if options:
+        cfg.merge_from_dict(dict(options))
+    return cfg
+
+
+def config_scope(cfg: Config, path: str = 'the config') -> str:
+    """The toolbox of a config (its ``default_scope``), checked (:func:`check_toolbox`).
+
+    Raises:
+        ConfigError: ``default_scope`` is not one of the three toolboxes.
+        ImportError: the toolbox is not installed or not usable.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in EXTRAS:
+        raise ConfigError(f'{path}: default_scope is {scope!r}; expected one of '
+                          f'{sorted(EXTRAS)} (set it, or inherit a toolbox runtime config)')
+    check_toolbox(scope)
+    return scope
+
+
+def build_model(cfg: Config | str) -> tuple[nn.Module, str]:
+    """The model of an mmpretrain, mmdet or mmseg config, in eval mode, and its toolbox.
+
+    A top-level ``data_preprocessor`` goes into the model, as MMEngine's Runner puts it.
+    No weights are loaded (no ``init_weights``, which would load a pretrained backbone).
+
+    Args:
+        cfg: A config or its file.
+
+    Raises:
+        ConfigError: as :func:`load_config` and :func:`config_scope`.
+    """
+    path = cfg if isinstance(cfg, str) else (cfg.filename or 'the config')
+    cfg = load_config(cfg) if isinstance(cfg, str) else cfg
+    scope = config_scope(cfg, path)
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor'):
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(model_cfg)
+    return model.eval(), scope
+
+
+def load_checkpoint(model: nn.Module, source: str) -> dict:
+    """Load a whole-model checkpoint into ``model``, safely and completely.
+
+    Read with the package's decoder (a file, a ``save_pretrained`` folder, a URL or a hub
+    repository id); keys the model lacks are ignored, as MMEngine does. The checkpoint's
+    ``meta.dataset_meta`` (class names, palette), checked, becomes ``model.dataset_meta``.
+
+    Returns:
+        The checkpoint read.
+
+    Raises:
+        FileNotFoundError: ``source`` is a local path that does not exist.
+        CheckpointError: it cannot be read safely, leaves weights of the model unloaded (the
+            missing keys are named), or carries a malformed ``dataset_meta``.
+    """
+    label = f'checkpoint {source!r}'
+    checkpoint = read_checkpoint(source)
+    check_checkpoint_fits(model, checkpoint, label)
+    meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
+    dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
+    if dataset_meta is not None:
+        check_dataset_meta(dataset_meta, label)
+        model.dataset_meta = dict(dataset_meta)
+    model.load_state_dict(unwrap_state_dict(checkpoint, label), strict=False)
+    return checkpoint
+
+
+def init_model(config: Config | str, checkpoint: str | None = None,
+               device: str = 'cpu') -> nn.Module:
+    """The model of a config (:func:`build_model`) with a checkpoint in it
+    (:func:`load_checkpoint`), on ``device``, in eval mode."""
+    model, _ = build_model(config)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    return model.to(device).eval()
+
+
+class TensorModeForward(nn.Module):
+    """Run an OpenMMLab model's ``mode='tensor'`` forward: backbone, neck and heads.
+
+    This is the forward that the toolboxes' get_flops tools count (``_forward`` of mmdet
+    detectors and mmseg segmentors, ``extract_feat`` plus the head for mmpretrain), without
+    losses or post-processing beyond what the heads do themselves.
+
+    Args:
+        model: A detector, segmentor or classifier.
+        data_samples: Data samples with image meta information (one per image), or None.
+    """
+
+    def __init__(self, model: nn.Module, data_samples: list | None) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        """Images ``(B, 3, H, W)`` -> the raw outputs of the model's heads."""
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def _data_samples(scope: str, batch: int, shape: tuple[int, int]) -> list | None:
+    """Data samples carrying the meta information heads read (image and padding shapes)."""
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+                scale_factor=(1., 1.))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta) for _ in range(batch)]
+    if scope == 'mmseg':
+        from mmseg.structures import SegDataSample
+        return [SegDataSample(metainfo=meta) for _ in range(batch)]
+    return None
+
+
+def tensor_forward(config: Config | str, shape: tuple[int, int] | None = None,
+                   batch: int = 1) -> tuple[TensorModeForward, torch.Tensor, str]:
+    """The model of a config in :class:`TensorModeForward`, and a random input for it.
+
+    Args:
+        config: A config or its file.
+        shape: Input ``(H, W)``; default: the config's own test size where it states one
+            (``test_pipeline`` ``Resize``/``scale``), else :data:`DEFAULT_SHAPES`.
+        batch: Images per batch.
+
+    Returns:
+        The wrapped model (eval mode, no weights loaded), an input ``(batch, 3, H, W)``
+        and the toolbox name.
+    """
+    cfg = load_config(config) if isinstance(config, str) else config
+    model, scope = build_model(cfg)
+    shape = tuple(shape or config_test_shape(cfg) or DEFAULT_SHAPES[scope])
+    wrapped = TensorModeForward(model, _data_samples(scope, batch, shape))
+    return wrapped, torch.randn(batch, 3, *shape), scope
+
+
+def config_test_shape(cfg: Config) -> tuple[int, int] | None:
+    """The ``(H, W)`` a config resizes its test images to, where it says so exactly: a
+    ``Resize`` to a square ``scale`` (or an ``int``) in its test pipeline; else None."""
+    pipeline = cfg.get('test_pipeline') or (cfg.get('test_dataloader') or {}).get(
+        'dataset', {}).get('pipeline') or []
+    for step in pipeline:
+        if isinstance(step, Mapping) and str(step.get('type', '')).split('.')[-1] == 'Resize':
+            scale = step.get('scale')
+            if isinstance(scale, int):
+                return scale, scale
+            if isinstance(scale, (list, tuple)) and len(scale) == 2 and scale[0] == scale[1]:
+                return int(scale[1]), int(scale[0])
+    return None
+
+
+__all__ = ['DEFAULT_SHAPES', 'TensorModeForward', 'build_model', 'config_scope',
+           'config_test_shape', 'init_model', 'load_checkpoint', 'load_config',
+           'tensor_forward']

@@ -1,0 +1,61 @@
+"""The errors this package raises for what a user can fix, and the tools' error boundary.
+
+:class:`CheckpointError` (a checkpoint that cannot be read safely or does not fit) and
+:class:`ConfigError` (parts of a config that do not fit together) carry messages that name
+the culprit and what to set. :func:`run_main` is what every command-line tool of the project
+runs its ``main`` under: whatever goes wrong ends the tool with one ``error:`` line on
+stderr and exit status 1, and ``CVT_DEBUG=1`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+#: Set to 1 to see the traceback behind a tool's ``error:`` line.
+DEBUG_ENV = 'CVT_DEBUG'
+#: How much of a message one line shows.
+_LINE = 1000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read safely, or does not fit; the message names it."""
+
+
+class ConfigError(ValueError):
+    """Parts of a config that do not fit together; the message names the field to change."""
+
+
+#: Errors whose message says all a user needs to read.
+USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError, FileExistsError)
+
+
+def error_line(err: BaseException, user_errors: tuple[type[BaseException], ...] = ()) -> str:
+    """One line for ``err``: its message, with the exception's name where the message alone
+    would not say what happened (a ``KeyError``'s bare key, say): for anything but
+    :data:`USER_ERRORS` and ``user_errors``."""
+    message = ' '.join(str(err).split())
+    if not isinstance(err, (*USER_ERRORS, *user_errors)) or not message:
+        message = f'{type(err).__name__}: {message}' if message else type(err).__name__
+        message += f' ({DEBUG_ENV}=1 shows where)'
+    return message if len(message) <= _LINE else message[:_LINE - 3] + '...'
+
+
+def run_main(main: Callable[[], object],
+             user_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a tool's ``main``; anything it raises ends the process with ``error: <one line>``
+    (:func:`error_line`) and exit status 1 (``CVT_DEBUG=1``: with the traceback).
+    ``Ctrl-C`` and ``sys.exit`` keep their meaning.
+
+    Args:
+        main: The tool's ``main``.
+        user_errors: The tool's own errors whose message says all (as :data:`USER_ERRORS`).
+    """
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 -- the boundary: every failure is one line
+        if os.environ.get(DEBUG_ENV, '') not in ('', '0'):
+            raise
+        sys.exit(f'error: {error_line(err, user_errors)}')

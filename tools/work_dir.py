@@ -1,0 +1,97 @@
+"""A training run's work dir: which checkpoint ``--resume`` means, and one run at a time.
+
+* :func:`resolve_resume`: ``--resume`` with or without a path;
+* :class:`WorkDirLock`: a run holds its work dir; a second run started into it is refused
+  with one line naming the process that holds it.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import os.path as osp
+from collections.abc import Mapping
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from cvt_backbone import CheckpointError, ConfigError
+from cvt_backbone.checkpoint import check_local_path, is_url, read_checkpoint
+
+#: The file a training run holds locked in its work dir.
+LOCK_FILE = '.train.lock'
+
+
+def resolve_resume(cfg: Config, resume: str | None) -> None:
+    """Set ``cfg.resume`` and ``cfg.load_from`` for ``--resume [PATH]``.
+
+    ``--resume`` alone keeps mmdet's meaning: continue from the latest checkpoint of the work
+    dir (its ``last_checkpoint`` file), or start from scratch if there is none, which is
+    said in one warning line naming the folder searched (a mistyped ``--work-dir`` would
+    otherwise cost a whole run). A run with no fixed seed takes the checkpoint's, so that
+    its samplers shuffle as the interrupted run did.
+
+    Raises:
+        CheckpointError: ``last_checkpoint`` names a file that does not exist.
+        FileNotFoundError: ``--resume PATH`` names no file.
+    """
+    if resume is None:
+        return
+    if resume == 'auto':
+        marker = osp.join(cfg.work_dir, 'last_checkpoint')
+        if not osp.isfile(marker):
+            print_log(f'--resume: no checkpoint to resume from in {osp.abspath(cfg.work_dir)} '
+                      f'(it has no last_checkpoint file): training starts from scratch',
+                      logger='current', level=logging.WARNING)
+            cfg.resume, cfg.load_from = False, None
+            return
+        with open(marker, encoding='utf-8') as f:
+            path = f.read().strip()
+        if not osp.isfile(path):
+            raise CheckpointError(f'{marker} names the checkpoint {path!r}, which does not '
+                                  f'exist: pass --resume PATH with a checkpoint that does')
+        resume = path
+    elif not is_url(resume):
+        check_local_path(resume)
+    cfg.resume, cfg.load_from = True, resume
+    randomness = dict(cfg.get('randomness') or {})
+    if randomness.get('seed') is None:
+        checkpoint = read_checkpoint(resume)
+        meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
+        seed = meta.get('seed') if isinstance(meta, Mapping) else None
+        if type(seed) is int and 0 <= seed < 1 << 32:
+            cfg.randomness = dict(randomness, seed=seed)
+
+
+class WorkDirLock:
+    """Hold ``<work dir>/.train.lock`` (an advisory ``flock``) while a run trains there.
+
+    The operating system releases the lock when the process ends, however it ends, so a
+    killed run's work dir is free for its ``--resume``. In a distributed run only the
+    first process of the job takes it.
+
+    Args:
+        work_dir: The run's work dir (created if missing).
+
+    Raises:
+        ConfigError: a live process holds the work dir; the message names its PID.
+    """
+
+    def __init__(self, work_dir: str) -> None:
+        os.makedirs(work_dir, exist_ok=True)
+        self.path = osp.join(work_dir, LOCK_FILE)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode(errors='replace').strip() or 'another'
+            os.close(self._fd)
+            raise ConfigError(f'work dir {work_dir!r} is in use by a live training run '
+                              f'(process {holder}): wait for it, stop it, or pass another '
+                              f'--work-dir') from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        """Let the work dir go (also done by the process's end)."""
+        os.close(self._fd)
