@@ -14,8 +14,7 @@ from .version import __version__, check_core
 
 check_core()  # before anything that would fail deeper on an unsupported torch
 
-from .checkpoint import (convert_official_cvt, load_cvt_weights,  # noqa: E402
-                         read_checkpoint)
+from .checkpoint import convert_official_cvt, load_cvt_weights, read_checkpoint  # noqa: E402
 from .checkpoint.zoo import register_model_index  # noqa: E402
 from .errors import CheckpointError, ConfigError  # noqa: E402
 from .models import CvT, QuickGELU  # noqa: E402

@@ -107,9 +107,15 @@ def version_problem(name: str) -> str | None:
             + (f' ({reason})' if reason else ''))
 
 
+_warned: set[str] = set()
+
+
 def _warn(message: str) -> None:
-    # stacklevel 3: the warning points at this package's import, not at this helper.
-    warnings.warn(message, VersionWarning, stacklevel=3)
+    """Warn once per process of each problem; stacklevel 3: the warning points at the
+    caller of the check, not at this helper."""
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, VersionWarning, stacklevel=3)
 
 
 def check_core() -> None:
@@ -167,7 +173,7 @@ def check_toolbox(name: str) -> None:
     package, extra = SUPPORTED[name][0], EXTRAS[name]
     try:
         importlib.import_module(f'{name}.registry')
-    except ImportError as err:
+    except (ImportError, AssertionError) as err:  # they assert their mmcv and mmengine ranges
         version = installed_version(name) if importlib.util.find_spec(name) else None
         found = f'{package} {version} does not import ({" ".join(str(err).split())})' \
             if version else f'{package} is not installed'

@@ -15,10 +15,24 @@ def _isolate_default_scope():
     DefaultScope._instance_dict.update(before)
 
 
+@pytest.fixture
+def safe_loading():
+    """MMEngine's checkpoint schemes with the package's loaders (what a config naming
+    ``SafeLoadingHook`` and the tools get), put back as they were afterwards."""
+    from mmengine.runner import CheckpointLoader
+
+    from cvt_backbone.training import use_safe_loading
+    schemes = dict(CheckpointLoader._schemes)
+    use_safe_loading()
+    yield
+    CheckpointLoader._schemes.clear()
+    CheckpointLoader._schemes.update(schemes)
+
+
 @pytest.fixture(scope='session')
 def shapes_cls(tmp_path_factory) -> Path:
     """16 + 4 generated 32x32 classification images (the demo's generator)."""
-    from cvt_backbone.demo.shapes import make_classification_set
+    from demo_shapes import make_classification_set
     root = tmp_path_factory.mktemp('data') / 'shapes_cls'
     make_classification_set(str(root), num_train=16, num_val=4, size=32)
     return root

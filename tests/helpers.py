@@ -15,7 +15,7 @@ from types import ModuleType
 import torch
 
 from cvt_backbone import CvT
-from cvt_backbone.analysis.port import build_port, port_of, randomize_norms  # noqa: F401
+from transformers_port import build_port, port_of, randomize_norms  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A small three-stage arch every test can build in milliseconds.
@@ -25,6 +25,7 @@ PORTABLE = dict(embed_dims=[16, 32, 48], depths=[1, 2, 3], num_heads=[1, 2, 3])
 #: Subprocesses find this checkout's package and the test hooks (``tests.training_hooks``).
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])]))
+ENV.pop('CVT_DEBUG', None)
 
 
 def run_tool(script: str, *args: object, timeout: float = 600, env: dict | None = None,
@@ -43,6 +44,21 @@ def load_script(script: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def call_tool(main, argv: list[str]) -> int:
+    """Run a tool's ``main(argv)`` in this process as its command line would (under
+    :func:`~cvt_backbone.errors.run_main`): return its exit status; an ``error:`` line goes
+    to stderr."""
+    from cvt_backbone.errors import run_main
+    try:
+        run_main(lambda: main(argv))
+    except SystemExit as done:
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+            return 1
+        return done.code or 0
+    return 0
 
 
 def official_keys(state_dict: dict) -> OrderedDict:
@@ -128,10 +144,10 @@ def tiny_cls_config(path: Path, data_root: Path, extra: str = '', max_epochs: in
     import textwrap
     path.write_text(textwrap.dedent(f"""
         _base_ = {str(DEMO_CLS_CONFIG)!r}
-        custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks'],
-                              allow_failed_imports=False)
+        custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.training',
+                                       'tests.training_hooks'], allow_failed_imports=False)
         train_dataloader = dict(batch_size={batch_size}, num_workers=1, persistent_workers=False,
-                                dataset=dict(data_root={str(data_root)!r}))
+                                dataset=dict(dataset=dict(data_root={str(data_root)!r})))
         val_dataloader = dict(num_workers=0, persistent_workers=False,
                               dataset=dict(data_root={str(data_root)!r}))
         test_dataloader = val_dataloader

@@ -1,5 +1,5 @@
-"""Bad environments are named at import: versions outside the tested ranges, mmcv without its
-compiled ops, a torch that cannot use the installed NumPy."""
+"""Bad environments are named: at import (torch, NumPy, mmengine) and where a toolbox is used
+(its version, mmcv without its compiled ops); each version warning once per process."""
 import importlib.util
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from cvt_backbone import versions
+from cvt_backbone import version as versions
 from tests.helpers import ENV
 
 
@@ -66,28 +66,21 @@ def test_a_module_without_version_falls_back_to_metadata(monkeypatch):
                             'mmpretrain>=1.1,<1.3'),
 ])
 def test_a_version_outside_its_range_is_a_warning(monkeypatch, module, version, words):
-    """The checks that ``import cvt_backbone`` runs (the next test shows they do)."""
+    """What ``import cvt_backbone`` (torch, mmengine) and the tools (the toolboxes, mmcv)
+    check."""
     monkeypatch.setattr(sys.modules[module], '__version__', version)
+    monkeypatch.setattr(versions, '_warned', set())
     with pytest.warns(versions.VersionWarning) as record:
         versions.check_core()
-        versions.check_toolboxes(['mmdet', 'mmseg', 'mmpretrain'])
+        for toolbox in ('mmdet', 'mmseg', 'mmpretrain'):
+            versions.check_toolbox(toolbox)
     assert [str(w.message) for w in record] == ['cvt_backbone: ' + words + (
         '' if module != 'mmengine' else ' do not skip the batches already trained when an '
         'iteration-based run resumes)')]
 
 
 @pytest.mark.slow  # fresh interpreters
-def test_the_checks_run_at_import():
-    # the toolboxes check mmcv's and mmengine's versions against their own ranges when they
-    # are imported: the version is changed once they have been
-    result = import_after("""
-        import mmdet, mmseg, mmpretrain
-        mmdet.__version__ = '3.1.0'
-    """, warnings_fail=True)
-    assert result.returncode != 0
-    assert last_line(result) == (
-        'cvt_backbone.versions.VersionWarning: cvt_backbone: mmdet 3.1.0 is installed; '
-        'cvt-backbone is tested with mmdet>=3.2,<3.4'), result.stderr
+def test_the_core_checks_run_at_import():
     result = import_after("import torch; torch.__version__ = '2.0.1+cpu'")
     assert result.returncode != 0
     assert last_line(result) == (
@@ -95,26 +88,24 @@ def test_the_checks_run_at_import():
         '(scaled_dot_product_attention takes the CvT attention scale from torch 2.1 on)')
 
 
-@pytest.mark.slow  # a fresh interpreter
-def test_mmcv_without_compiled_ops_is_an_error_at_import_with_mmdet_or_mmseg():
-    result = import_after("import sys; sys.modules['mmcv._ext'] = None")
-    assert result.returncode != 0
-    line = last_line(result)
-    assert line.startswith('ImportError: cvt_backbone: mmcv 2.1.0 has no compiled ops that load '
-                           'with torch '), line
-    assert 'mmdet and mmsegmentation need them: install mmcv>=2.1,<2.2' in line, line
+def test_mmcv_without_compiled_ops_is_an_error_where_mmdet_or_mmseg_are_used(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'mmcv._ext', None)
+    versions.check_toolbox('mmpretrain')  # its models take mmcv.ops only where they say so
+    for name, package in (('mmdet', 'mmdet'), ('mmseg', 'mmsegmentation')):
+        with pytest.raises(ImportError) as error:
+            versions.check_toolbox(name)
+        assert str(error.value).startswith('mmcv 2.1.0 has no compiled ops that load with '
+                                           'torch ')
+        assert f'; {package} needs them: install mmcv>=2.1,<2.2' in str(error.value)
 
 
-def test_mmcv_without_compiled_ops_is_a_warning_with_mmpretrain_alone(monkeypatch):
-    for name in ('mmcv._ext', 'mmdet', 'mmseg'):  # unimportable, and not installed
-        monkeypatch.setitem(sys.modules, name, None)
-    with pytest.warns(versions.VersionWarning, match=r'mmcv 2\.1\.0 has no compiled ops .*; '
-                                                     r'mmpretrain models that use mmcv\.ops '
-                                                     r'will fail'):
-        versions.check_core()
-    monkeypatch.delitem(sys.modules, 'mmdet')
-    with pytest.raises(ImportError, match=r'; mmdet need them'):
-        versions.check_core()
+def test_a_toolbox_that_is_not_installed_is_named_with_its_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'mmseg', None)
+    monkeypatch.setitem(sys.modules, 'mmseg.registry', None)
+    with pytest.raises(ImportError, match=r'^mmsegmentation is not installed: install '
+                                          r'mmsegmentation>=1\.2\.2,<1\.3 \(pip install '
+                                          r'cvt-backbone\[seg\]\)$'):
+        versions.check_toolbox('mmseg')
 
 
 def test_a_torch_that_cannot_use_numpy_is_an_error(monkeypatch):
@@ -135,6 +126,7 @@ def test_a_torch_that_cannot_use_numpy_is_an_error(monkeypatch):
 
 
 def test_setuptools_without_pkg_resources_is_a_warning(monkeypatch):
+    monkeypatch.setattr(versions, '_warned', set())
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec',
                         lambda name, *args: None if name == 'pkg_resources' else real(name, *args))
@@ -149,11 +141,9 @@ def test_a_toolbox_that_fails_its_own_version_assert_is_named(monkeypatch):
     monkeypatch.setattr(mmcv, '__version__', '2.2.0')
     for name in [n for n in sys.modules if n == 'mmdet' or n.startswith('mmdet.')]:
         monkeypatch.delitem(sys.modules, name)
-    from cvt_backbone import registration
-    monkeypatch.setattr(registration, 'TOOLBOXES', {'mmdet': registration.TOOLBOXES['mmdet']})
     with pytest.raises(ImportError) as error:
-        registration._register()
-    assert str(error.value).startswith(
-        'cvt_backbone: mmdet 3.') and 'is installed but does not import (MMCV==2.2.0 is used '
-    'but incompatible' in str(error.value) and str(error.value).endswith(
-        'supported: mmdet>=3.2,<3.4 with mmcv>=2.1,<2.2 (pip install -e .[det])'), error.value
+        versions.check_toolbox('mmdet')
+    message = str(error.value)
+    assert message.startswith('mmdet 3.') and 'does not import (MMCV==2.2.0 is used but ' \
+        'incompatible' in message and message.endswith(
+            'install mmdet>=3.2,<3.4 (pip install cvt-backbone[det])'), message

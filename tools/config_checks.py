@@ -19,18 +19,18 @@ from cvt_backbone import ConfigError, CvT
 DATA_HINT = 'Data layouts for COCO, ADE20K and ImageNet: docs/training.md, "Data"'
 
 
-def _datasets(cfg: dict) -> Iterator[dict]:
-    """Yield every leaf dataset config (through wrappers such as RepeatDataset)."""
+def _datasets(cfg: dict, field: str) -> Iterator[tuple[str, dict]]:
+    """Yield every leaf dataset config and its field (through wrappers such as
+    ``SeededDataset`` or ``RepeatDataset``)."""
     if not isinstance(cfg, dict):
         return
-    inner = cfg.get('dataset') or cfg.get('datasets')
-    if isinstance(inner, dict):
-        yield from _datasets(inner)
-    elif isinstance(inner, (list, tuple)):
-        for dataset in inner:
-            yield from _datasets(dataset)
+    if isinstance(cfg.get('dataset'), dict):
+        yield from _datasets(cfg['dataset'], f'{field}.dataset')
+    elif isinstance(cfg.get('datasets'), (list, tuple)):
+        for i, dataset in enumerate(cfg['datasets']):
+            yield from _datasets(dataset, f'{field}.datasets.{i}')
     else:
-        yield cfg
+        yield field, cfg
 
 
 def dataset_paths(dataset: dict) -> list[tuple[str, str]]:
@@ -61,11 +61,11 @@ def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
         loader_cfg = cfg.get(loader)
         if not loader_cfg:
             continue
-        for dataset in _datasets(loader_cfg.get('dataset')):
+        for where, dataset in _datasets(loader_cfg.get('dataset'), f'{loader}.dataset'):
             for field, path in dataset_paths(dataset):
                 if path.startswith(('http://', 'https://', 's3://')) or osp.exists(path):
                     continue
-                raise FileNotFoundError(f'{loader}.dataset.{field}: {path!r} does not exist. '
+                raise FileNotFoundError(f'{where}.{field}: {path!r} does not exist. '
                                         f"{cfg.get('data_hint') or DATA_HINT}.")
 
 

@@ -5,13 +5,16 @@
 * :func:`prepare_config`: the work dir, distributed runs on machines without CUDA,
   ``--amp`` and ``--auto-scale-lr``;
 * :func:`drop_training`: a test run builds nothing of training;
-* :func:`start_cpu_distributed`: torchrun on a machine without CUDA.
+* :func:`start_cpu_distributed`: torchrun on a machine without CUDA;
+* :class:`QuietRunLog`: the run's log without MMEngine's lines that are no user's business.
 """
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import os.path as osp
+import re
 from collections.abc import Mapping
 
 import torch
@@ -196,3 +199,16 @@ def start_cpu_distributed(cfg: Config) -> None:
     if dist_cfg.get('timeout') is not None:
         dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
     torch.distributed.init_process_group(backend=backend, **dist_cfg)
+
+
+class QuietRunLog(logging.Filter):
+    """Drop the log records of a run that say nothing a user can act on: MMEngine's line per
+    parameter of a ``paramwise_cfg`` (``paramwise_options -- ...``, 79 for the demo
+    classifier) and its notes on its own deprecated internals (``FileClient``,
+    ``HardDiskBackend``)."""
+
+    DROPPED = re.compile(r'^(paramwise_options -- |"FileClient" will be deprecated|'
+                         r'"HardDiskBackend" is the alias of "LocalBackend")')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.DROPPED.search(record.getMessage())

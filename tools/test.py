@@ -20,16 +20,21 @@ from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from config_checks import check_data_paths, check_model_config
 from cvt_backbone import ConfigError
 from cvt_backbone.apis import config_scope, load_config
 from cvt_backbone.checkpoint import atomic_write_text, check_local_path, is_url
 from cvt_backbone.checkpoint.hub import is_hub_id
 from cvt_backbone.errors import run_main
-from cvt_backbone.training import (AutocastFeaturesHook, CompleteCheckpointHook,
-                                   use_safe_loading)
-from config_checks import check_data_paths, check_model_config
-from run_config import (check_cfg_options, drop_training, explain_option_error,
-                        prepare_config, start_cpu_distributed)
+from cvt_backbone.training import AutocastFeaturesHook, CompleteCheckpointHook, use_safe_loading
+from run_config import (
+    QuietRunLog,
+    check_cfg_options,
+    drop_training,
+    explain_option_error,
+    prepare_config,
+    start_cpu_distributed,
+)
 from show_dir import enable_visualization
 
 
@@ -87,6 +92,7 @@ def main() -> None:
     start_cpu_distributed(cfg)
     try:
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        runner.logger.addFilter(QuietRunLog())
         runner.register_hook(CompleteCheckpointHook(args.checkpoint))
         if args.amp:
             runner.register_hook(AutocastFeaturesHook())

@@ -22,12 +22,17 @@ from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from config_checks import check_data_paths, check_model_config
 from cvt_backbone.apis import config_scope, load_config
 from cvt_backbone.errors import run_main
 from cvt_backbone.training import CompleteCheckpointHook, use_safe_loading
-from config_checks import check_data_paths, check_model_config
-from run_config import (check_cfg_options, explain_option_error, prepare_config,
-                        start_cpu_distributed)
+from run_config import (
+    QuietRunLog,
+    check_cfg_options,
+    explain_option_error,
+    prepare_config,
+    start_cpu_distributed,
+)
 from schedule_fitting import fit_runner_schedule, shortened_from
 from work_dir import WorkDirLock, resolve_resume
 
@@ -78,6 +83,7 @@ def main() -> None:
     start_cpu_distributed(cfg)
     try:
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        runner.logger.addFilter(QuietRunLog())
         if cfg.get('resume') and cfg.get('load_from'):
             runner.register_hook(CompleteCheckpointHook(cfg.load_from, training_state=True))
         shortened = shortened_from(cfg, written)

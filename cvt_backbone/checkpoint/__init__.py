@@ -13,15 +13,24 @@ Nothing here changes MMEngine; :mod:`cvt_backbone.training` has the component a 
 to route MMEngine's own loaders through this reader.
 """
 from ..errors import CheckpointError
-from .convert import (FOREIGN_FORMATS, StateDictDiff, canonical_checkpoint, convert_keys,
-                      convert_official_cvt, detect_format, diff_state_dict,
-                      from_classifier_keys, short_list, to_classifier_keys, to_cvt_keys,
-                      to_transformers_state_dict, unwrap_state_dict)
-from .loading import (check_checkpoint_fits, diff_on_meta, fit_cvt_state_dict,
-                      load_cvt_weights)
+from .convert import (
+                      FOREIGN_FORMATS,
+                      StateDictDiff,
+                      canonical_checkpoint,
+                      convert_keys,
+                      convert_official_cvt,
+                      detect_format,
+                      diff_state_dict,
+                      from_classifier_keys,
+                      short_list,
+                      to_classifier_keys,
+                      to_cvt_keys,
+                      to_transformers_state_dict,
+                      unwrap_state_dict,
+)
+from .loading import check_checkpoint_fits, diff_on_meta, fit_cvt_state_dict, load_cvt_weights
 from .read import check_local_path, is_url, read_checkpoint
-from .write import (atomic_save, atomic_save_safetensors, atomic_write_bytes,
-                    atomic_write_text)
+from .write import atomic_save, atomic_save_safetensors, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     'CheckpointError', 'FOREIGN_FORMATS', 'StateDictDiff', 'atomic_save',

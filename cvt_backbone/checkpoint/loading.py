@@ -29,10 +29,18 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .convert import (BACKBONE_PREFIX, StateDictDiff, arch_differences,
-                      arch_from_transformers_config, detect_format, diff_state_dict,
-                      short_list, to_cvt_keys, unwrap_state_dict)
 from ..errors import CheckpointError
+from .convert import (
+    BACKBONE_PREFIX,
+    StateDictDiff,
+    arch_differences,
+    arch_from_transformers_config,
+    detect_format,
+    diff_state_dict,
+    short_list,
+    to_cvt_keys,
+    unwrap_state_dict,
+)
 from .read import read_checkpoint
 
 _OUTPUT_NORM = re.compile(r'^(norm\d+|cls_norm)\.')

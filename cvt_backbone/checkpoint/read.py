@@ -34,8 +34,8 @@ from typing import BinaryIO
 import torch
 from torch.hub import tqdm  # tqdm where it is installed, else torch's own minimal bar
 
-from .decode import decode_torch_file
 from ..errors import CheckpointError
+from .decode import decode_torch_file
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')

@@ -21,8 +21,7 @@ MMEngine's.
 """
 from .amp import AutocastFeaturesHook, CpuAmpOptimWrapper, autocast_features
 from .data import SampleKey, SeededDataset, SeededDefaultSampler, SeededInfiniteSampler
-from .hooks import (AtomicLocalBackend, CompleteCheckpointHook, RandomStateHook,
-                    SafeCheckpointHook)
+from .hooks import AtomicLocalBackend, CompleteCheckpointHook, RandomStateHook, SafeCheckpointHook
 from .loading import SafeLoadingHook, sanitize_checkpoint, use_safe_loading
 
 __all__ = [

@@ -2,8 +2,9 @@
 
     python -m tests.checkpoint.load_worker FILE OUT_DIR
 
-MMEngine's own loaders are tried with :mod:`cvt_backbone.engine` imported, as the project's
-configs and tools import it. Run by ``test_crafted_paths.py`` in a subprocess with a timeout
+MMEngine's own loaders are tried with the package's loaders registered for its schemes
+(:func:`~cvt_backbone.training.use_safe_loading`), as the project's configs and tools have
+them. Run by ``test_crafted_paths.py`` in a subprocess with a timeout
 and a memory cap, so that a hang, a crash or an allocation storm shows as such instead of
 taking the test run down.
 """
@@ -16,17 +17,17 @@ def main(path: str, out_dir: str) -> None:
     from mmengine.runner import load_checkpoint
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    import cvt_backbone.engine  # noqa: F401  (MMEngine's loaders, as the configs set them up)
     from cvt_backbone import CheckpointError, CvT, read_checkpoint
+    from cvt_backbone.training import use_safe_loading
     from tests.helpers import TINY, load_script
+    use_safe_loading()
     cvt2mmpretrain = load_script('model_converters/cvt2mmpretrain.py')
 
     def init_cfg():
         CvT(arch=TINY, init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
 
     def converter():
-        if cvt2mmpretrain.main([path, f'{out_dir}/converted.pth']) != 0:
-            raise CheckpointError('the converter failed')
+        cvt2mmpretrain.main([path, f'{out_dir}/converted.pth'])
 
     paths = {
         'read_checkpoint': lambda: read_checkpoint(path),

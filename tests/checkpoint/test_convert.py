@@ -9,9 +9,12 @@ import torch
 
 from cvt_backbone import CheckpointError, CvT, load_cvt_weights, read_checkpoint
 from cvt_backbone.checkpoint import canonical_checkpoint
-from cvt_backbone.checkpoint.convert import (arch_from_state_dict,
-                                             arch_from_transformers_config, unwrap_state_dict)
-from tests.helpers import TINY, load_script, make_official
+from cvt_backbone.checkpoint.convert import (
+    arch_from_state_dict,
+    arch_from_transformers_config,
+    unwrap_state_dict,
+)
+from tests.helpers import TINY, call_tool, load_script, make_official
 
 cvt2mmpretrain = load_script('model_converters/cvt2mmpretrain.py')
 
@@ -30,7 +33,7 @@ def transformers_folder(tmp_path, config: object, raw: str | None = None):
 
 def convert(folder, tmp_path, capsys) -> str:
     """Run the converter on ``folder``; it must fail, write nothing, and say one line."""
-    assert cvt2mmpretrain.main([str(folder), str(tmp_path / 'out.pth')]) == 1
+    assert call_tool(cvt2mmpretrain.main, [str(folder), str(tmp_path / 'out.pth')]) == 1
     assert not (tmp_path / 'out.pth').exists()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith('error: '), errors

@@ -16,8 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvt_backbone import CheckpointError, read_checkpoint
-from tests.checkpoint.strategies import (TRUSTED, assert_closed, assert_same,
-                                         safetensors_files, torch_files)
+from tests.checkpoint.strategies import (
+    TRUSTED,
+    assert_closed,
+    assert_same,
+    safetensors_files,
+    torch_files,
+)
 from tests.helpers import ROOT
 
 CAMPAIGN = int(os.environ.get('CVT_FUZZ_EXAMPLES', 0))

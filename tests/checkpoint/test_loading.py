@@ -1,12 +1,15 @@
-"""Loading CvT weights: every format on every loader, completely or not at all."""
+"""Loading weights: every CvT format on every loader, completely or not at all; a
+checkpoint of another arch refused wherever it is loaded; whole models filled completely."""
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT, convert_official_cvt
-from cvt_backbone.checkpoint import canonical_checkpoint, detect_format, diff_state_dict
-import cvt_backbone.engine  # noqa: F401  (MMEngine's loaders, as the configs set them up)
+from cvt_backbone.checkpoint import (canonical_checkpoint, check_checkpoint_fits, detect_format,
+                                     diff_on_meta, diff_state_dict)
 from tests.helpers import TINY, make_official
+
+pytestmark = pytest.mark.usefixtures('safe_loading')  # load_checkpoint as the configs have it
 
 
 def test_official_keys_convert_to_ours(tmp_path):
@@ -74,14 +77,36 @@ def test_a_checkpoint_of_another_arch_is_refused_and_nothing_loads(tmp_path):
     model = CvT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 2], num_heads=[1, 2, 4]),
                 init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r'official.pth.*does not fit.*shape mismatch.*'
-                                              r'stages\.2\..*\(48,\).*\(64,\)'):
+    with pytest.raises(CheckpointError, match=r"'.*official.pth' is a CvT of another arch: "
+                                              r'stage 2 embeds with \(48, 32, 3, 3\) in the '
+                                              r'checkpoint vs width 64 and kernel 3 in the model'):
         model.init_weights()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     deeper = CvT(arch=dict(TINY, depths=[1, 1, 3]),
                  init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(CheckpointError, match=r'missing keys stages\.2\.blocks\.2\.'):
+    with pytest.raises(CheckpointError, match=r'stage 2 has 2 blocks in the checkpoint vs 3 in '
+                                              r'the model'):
         deeper.init_weights()
+
+
+def test_another_depth_is_refused_by_mmengines_lenient_loaders_too(tmp_path):
+    """``load_checkpoint`` and ``load_state_dict(strict=False)`` would only warn about the
+    missing blocks; the arch check where the weights are loaded (CvT's load hook) refuses."""
+    _, state, path = make_official(tmp_path)
+    deeper = CvT(arch=dict(TINY, depths=[1, 1, 3]))
+    with pytest.raises(CheckpointError, match=r'stage 2 has 2 blocks'):
+        load_checkpoint(deeper, str(path))
+    with pytest.raises(CheckpointError, match=r'stage 2 has 2 blocks'):
+        deeper.load_state_dict(state, strict=False)
+
+
+def test_a_patch_embedding_that_is_no_convolution_is_one_error(tmp_path):
+    _, state, path = make_official(tmp_path)
+    state['stage0.patch_embed.proj.weight'] = torch.tensor(1.)
+    with pytest.raises(CheckpointError, match=r'stage 0 embeds with \(\) in the checkpoint'):
+        CvT(arch=TINY).load_state_dict(state)
+    with pytest.raises(CheckpointError, match=r'not that of a square convolution'):
+        canonical_checkpoint(state, 'x')
 
 
 def test_foreign_state_dict_is_refused(tmp_path):
@@ -109,6 +134,7 @@ def test_canonical_layout_is_an_mmpretrain_classifier(tmp_path):
     assert {'head.fc.weight', 'head.fc.bias', 'backbone.cls_norm.weight'} <= keys
     assert canonical['meta']['cvt_format'] == 'official'
     assert canonical['meta']['arch']['embed_dims'] == TINY['embed_dims']
+    assert not hasattr(canonical['state_dict'], '_metadata')  # no side channel to the hook
     ours = {'state_dict': {'w': torch.zeros(1)}}
     assert canonical_checkpoint(ours, 'x') is ours
 
@@ -120,3 +146,30 @@ def test_state_dict_diff_names_each_kind_of_difference():
     assert diff.describe() == ('shape mismatch for a: checkpoint (3,) vs model (2,); missing '
                                'keys b; unexpected keys c')
     assert not diff_state_dict({'a': torch.zeros(1)}, {'a': torch.ones(1)})
+
+
+def test_a_checkpoint_must_fill_the_whole_model():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    state = model.state_dict()
+    check_checkpoint_fits(model, {'state_dict': {**state, 'extra.weight': torch.zeros(1)}}, 'c')
+    check_checkpoint_fits(model, {f'module.{k}': v for k, v in state.items()}, 'c')
+    with pytest.raises(CheckpointError, match=r"c does not fit .*: missing keys 1\.running_mean"):
+        check_checkpoint_fits(model, {k: v for k, v in state.items() if 'running_mean' not in k},
+                              'c')
+    with pytest.raises(CheckpointError, match=r'shape mismatch for 0\.weight: checkpoint \(3, 3\) '
+                                              r'vs model \(3, 2\)'):
+        check_checkpoint_fits(model, {**state, '0.weight': torch.zeros(3, 3)}, 'c')
+    with pytest.raises(CheckpointError, match=r'missing keys 0\.weight.*; unexpected keys '
+                                              r'head\.fc\.weight'):
+        check_checkpoint_fits(model, {'head.fc.weight': torch.zeros(1)}, 'c')
+    with pytest.raises(CheckpointError, match='does not hold a state dict of tensors'):
+        check_checkpoint_fits(model, {'state_dict': {'a': 1}}, 'c')
+
+
+def test_a_model_is_compared_on_the_meta_device_before_it_is_built():
+    """A stated size that no tensor of the file has is found without allocating it."""
+    state = CvT(arch=TINY).state_dict()
+    assert not diff_on_meta(lambda: CvT(arch=TINY), state)
+    huge = dict(TINY, embed_dims=[16, 32, 4096 * 8], num_heads=[1, 2, 512])
+    diff = diff_on_meta(lambda: CvT(arch=huge), state)  # 40 GB of weights, never allocated
+    assert diff.mismatched and diff.mismatched[0].startswith('stages.2.')

@@ -86,7 +86,7 @@ def sources(hub, base=None):
 def test_every_form_loads_through_init_cfg_and_load_checkpoint(port, hub, out_type):
     x = torch.randn(2, 3, 72, 88, generator=torch.Generator().manual_seed(0))
     with serve(hub) as base:
-        for name, source in {**sources(hub), **sources(hub, base)}.items():
+        for source in {**sources(hub), **sources(hub, base)}.values():
             model = CvT(arch=PORTABLE, out_type=out_type,
                         init_cfg=dict(type='Pretrained', checkpoint=source))
             model.init_weights()

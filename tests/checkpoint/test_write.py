@@ -1,4 +1,5 @@
-"""Atomic writes, and MMEngine's local writes through them once the engine module is in."""
+"""Atomic writes, and MMEngine's writes through them where the atomic backend is named
+(``backend_args=dict(backend='atomic_local')``, which SafeCheckpointHook uses)."""
 import os
 import stat
 import subprocess
@@ -12,15 +13,16 @@ from mmengine.runner import save_checkpoint
 
 from cvt_backbone import read_checkpoint
 from cvt_backbone.checkpoint.write import TMP_SUFFIX
-from cvt_backbone.engine.guard import AtomicLocalBackend
+from cvt_backbone.training.hooks import ATOMIC_BACKEND, AtomicLocalBackend
 from tests.helpers import ROOT
 
 
-def test_mmengine_writes_local_files_through_the_atomic_backend(tmp_path):
-    assert isinstance(get_file_backend(str(tmp_path / 'a.pth')), AtomicLocalBackend)
-    assert isinstance(get_file_backend(backend_args=dict(backend='local')), AtomicLocalBackend)
+def test_mmengine_writes_through_the_atomic_backend_where_it_is_named(tmp_path):
+    assert type(get_file_backend(str(tmp_path / 'a.pth'))) is not AtomicLocalBackend  # MMEngine's
+    named = dict(backend=ATOMIC_BACKEND)
+    assert isinstance(get_file_backend(backend_args=named), AtomicLocalBackend)
     target = tmp_path / 'new' / 'epoch_1.pth'
-    save_checkpoint({'state_dict': {'w': torch.arange(4.)}}, str(target))
+    save_checkpoint({'state_dict': {'w': torch.arange(4.)}}, str(target), backend_args=named)
     assert torch.equal(read_checkpoint(target)['state_dict']['w'], torch.arange(4.))
     assert os.listdir(target.parent) == ['epoch_1.pth']
 
@@ -58,10 +60,11 @@ def test_a_process_killed_mid_write_leaves_the_old_checkpoint_whole(tmp_path):
     save_checkpoint({'state_dict': {'w': torch.zeros(3)}}, str(target))
     script = textwrap.dedent(f"""
         import os, signal, torch
-        import cvt_backbone.engine
+        import cvt_backbone.training
         from mmengine.runner import save_checkpoint
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
-        save_checkpoint({{'state_dict': {{'w': torch.ones(100000)}}}}, {str(target)!r})
+        save_checkpoint({{'state_dict': {{'w': torch.ones(100000)}}}}, {str(target)!r},
+                        backend_args=dict(backend='atomic_local'))
     """)
     result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
                             timeout=300)

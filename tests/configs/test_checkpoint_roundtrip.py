@@ -26,8 +26,7 @@ from mmengine.config import Config
 
 from cvt_backbone.checkpoint import read_checkpoint
 from cvt_backbone.demo.shapes import make_classification_set, make_scene_set
-from tests.configs.generated import (small, write_coco, write_image_folders,
-                                     write_segmentation)
+from tests.configs.generated import small, write_coco, write_image_folders, write_segmentation
 from tests.helpers import ENV, ROOT
 
 pytestmark = pytest.mark.slow

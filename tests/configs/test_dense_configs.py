@@ -9,7 +9,6 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
 import cvt_backbone
-
 from cvt_backbone.checkpoint.zoo import PUBLISHED, url
 from cvt_backbone.engine import check_model_config
 from tests.helpers import ROOT

@@ -75,7 +75,7 @@ def test_stochastic_depth_rises_within_each_stage():
     assert rates[0] == [0.] and rates[1] == [0., 0.]
     assert rates[2][0] == 0. and rates[2][-1] == pytest.approx(0.1)
     assert rates[2][1] == pytest.approx(0.1 / 9)
-    custom = CvT(arch='cvt-13', drop_path_rates=[0.0, 0.2, 0.3])
+    custom = CvT(arch='cvt-13', drop_path_rate=[0.0, 0.2, 0.3])
     assert custom.stages[1].blocks[1].drop_path.drop_prob == pytest.approx(0.2)
 
 
@@ -165,7 +165,7 @@ def test_with_cp_gives_identical_gradients_and_statistics():
 
 
 def test_drop_path_is_active_only_in_training():
-    model = CvT(arch=TINY, drop_path_rates=[0., 0., 0.5])
+    model = CvT(arch=TINY, drop_path_rate=[0., 0., 0.5])
     x = torch.randn(4, 3, 48, 48)
     with torch.no_grad():
         model.train()
@@ -207,9 +207,9 @@ def test_inconsistent_custom_arch_names_the_field():
     (dict(frozen_stages=4), r'frozen_stages must be in \[-1, 3\]'),
     (dict(out_type='tokens'), 'out_type must be one of'),
     (dict(out_type='cls_token', out_indices=(0,)), 'class token'),
-    (dict(drop_path_rates=[0., 0., -1.]), r'drop_path_rates must be numbers >= 0'),
-    (dict(drop_path_rates=[0., 0., 1.]), r'drop_path_rates must be in \[0, 1\)'),
-    (dict(drop_path_rates=[0.1, 0.2]), 'one value per stage'),
+    (dict(drop_path_rate=[0., 0., -1.]), r'drop_path_rate must be numbers >= 0'),
+    (dict(drop_path_rate=1.), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(drop_path_rate=[0.1, 0.2]), 'one value per stage'),
     (dict(kv_strides=[2, 2, 0]), 'kv_strides must be integers >= 1'),
     (dict(kv_strides=1.5), 'kv_strides must be integers'),
 ])
@@ -236,11 +236,18 @@ def test_builds_on_the_meta_device_without_memory():
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 276.17
 
 
+def test_a_single_drop_path_rate_is_the_official_pattern():
+    """``drop_path_rate=0.1`` (what Swin and ViT configs write) is the last stage's rate, as
+    the official presets have it; the signature says so."""
+    import inspect
+    assert 'drop_path_rate' in inspect.signature(CvT).parameters
+    model = CvT(arch=TINY, drop_path_rate=0.1)
+    rates = [[getattr(b.drop_path, 'drop_prob', 0.) for b in s.blocks] for s in model.stages]
+    assert rates == [[0.], [0.], [0., pytest.approx(0.1)]]
+
+
 def test_unknown_arguments_are_named():
-    """Swin's single drop_path_rate gets what to write instead; kv_strides is an argument,
-    not an arch key."""
-    with pytest.raises(TypeError, match=r'drop_path_rates=\[0\., 0\., RATE\]'):
-        CvT(arch=TINY, drop_path_rate=0.1)
+    """kv_strides is an argument, not an arch key."""
     with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
         CvT(arch=TINY, no_such_option=False)
     with pytest.raises(ValueError, match=r"Unknown keys \['kv_strides'\]"):

@@ -21,9 +21,17 @@ import torch
 from cvt_backbone import CvT
 from cvt_backbone.analysis.models import build_config_model, load_model_weights
 from cvt_backbone.checkpoint import atomic_save
-from cvt_backbone.deploy.onnx import (DEPLOY_PACKAGES, TOLERANCE, ExportError,
-                                      ExportTarget, build_target, compare, export_onnx,
-                                      ort_session, second_shape)
+from cvt_backbone.deploy.onnx import (
+    DEPLOY_PACKAGES,
+    TOLERANCE,
+    ExportError,
+    ExportTarget,
+    build_target,
+    compare,
+    export_onnx,
+    ort_session,
+    second_shape,
+)
 from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error
 
 #: Exporting and running need the [deploy] extra; the refusals without it do not.

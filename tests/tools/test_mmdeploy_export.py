@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from cvt_backbone.deploy.mmdeploy_export import (MMDEPLOY_PACKAGES, ExportError,
-                                                 match_detections, require_mmdeploy)
+from cvt_backbone.deploy.mmdeploy_export import (
+    MMDEPLOY_PACKAGES,
+    ExportError,
+    match_detections,
+    require_mmdeploy,
+)
 from tests.helpers import ROOT, run_tool
 
 needs_mmdeploy = pytest.mark.skipif(

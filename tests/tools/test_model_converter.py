@@ -20,7 +20,7 @@ from mmpretrain.registry import MODELS
 from cvt_backbone import CvT, read_checkpoint
 from cvt_backbone.checkpoint import convert_keys
 from tests import helpers
-from tests.helpers import ROOT, build_port, load_script, official_keys
+from tests.helpers import ROOT, build_port, call_tool, load_script, official_keys
 
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
@@ -115,7 +115,7 @@ def test_wrapped_official_checkpoints(official, converted, tmp_path, wrap):
         wrapped = {wrap: state, 'epoch': 300}
     src, dst = tmp_path / 'wrapped.pth', tmp_path / 'out.pth'
     torch.save(wrapped, src)
-    assert converter.main([str(src), str(dst), '--arch', 'cvt-13']) == 0
+    assert call_tool(converter.main, [str(src), str(dst), '--arch', 'cvt-13']) == 0
     ours, ref = read_checkpoint(dst)['state_dict'], read_checkpoint(converted[0])
     assert list(ours) == list(ref['state_dict'])
     assert all(torch.equal(ours[k], v) for k, v in ref['state_dict'].items())
@@ -123,7 +123,7 @@ def test_wrapped_official_checkpoints(official, converted, tmp_path, wrap):
 
 def test_backbone_only_loads_into_a_featmap_backbone(official, classifier, tmp_path, capsys):
     dst = tmp_path / 'cvt-13_backbone.pth'
-    assert converter.main([str(official), str(dst), '--backbone-only']) == 0
+    assert call_tool(converter.main, [str(official), str(dst), '--backbone-only']) == 0
     assert '(backbone only)' in capsys.readouterr().out
     checkpoint = read_checkpoint(dst)
     assert checkpoint['meta']['backbone_only'] and checkpoint['meta']['arch'] == 'cvt-13'
@@ -162,7 +162,7 @@ def test_not_a_cvt_checkpoint_fails_cleanly(tmp_path):
 def test_wrong_arch_fails_and_keeps_the_output_file(official, tmp_path, capsys):
     dst = tmp_path / 'out.pth'
     dst.write_bytes(b'previous')
-    assert converter.main([str(official), str(dst), '--arch', 'cvt-21']) == 1
+    assert call_tool(converter.main, [str(official), str(dst), '--arch', 'cvt-21']) == 1
     error = capsys.readouterr().err
     assert error.startswith('error: ')
     assert 'is a cvt-13 checkpoint (embed_dims [64, 192, 384], depths [1, 2, 10]), not cvt-21' \
@@ -177,6 +177,11 @@ def test_wrong_arch_fails_and_keeps_the_output_file(official, tmp_path, capsys):
     ('text', 'garbage.pth'),
     ('folder', 'holds no weights'),
     ('missing', 'does not exist'),
+    # a kernel that only its last dimension states: 0.8 MB in the file, a 6 GB convolution
+    ('flat kernel', 'has shape (64, 3, 1, 4001), not that of a square convolution'),
+    ('no convolution', 'has shape (), not that of a square convolution'),
+    ('other block', "does not fit CvT(arch='cvt-13'): shape mismatch for "
+                    'stages.2.blocks.3.attn.conv_proj.q.conv.weight'),
 ])
 def test_other_bad_inputs(official, converted, tmp_path, capsys, case, message):
     state = torch.load(official, weights_only=True)
@@ -190,7 +195,14 @@ def test_other_bad_inputs(official, converted, tmp_path, capsys, case, message):
     elif case == 'folder':
         src = tmp_path / 'folder'
         src.mkdir()
-    assert converter.main([str(src), str(tmp_path / 'out.pth')]) == 1
+    elif case in ('flat kernel', 'no convolution', 'other block'):
+        embedding = 'stage0.patch_embed.proj.weight'
+        key, value = {'flat kernel': (embedding, torch.zeros(64, 3, 1, 4001)),
+                      'no convolution': (embedding, torch.tensor(0.)),
+                      'other block': ('stage2.blocks.3.attn.conv_proj_q.conv.weight',
+                                      torch.zeros(384, 1, 9, 9))}[case]
+        torch.save({**state, key: value}, src)
+    assert call_tool(converter.main, [str(src), str(tmp_path / 'out.pth')]) == 1
     error = capsys.readouterr().err
     assert error.startswith('error: ') and message in error
     assert not (tmp_path / 'out.pth').exists()
@@ -199,7 +211,7 @@ def test_other_bad_inputs(official, converted, tmp_path, capsys, case, message):
 def test_own_checkpoints_convert_again_and_to_safetensors(converted, classifier, tmp_path):
     """This project's classifier checkpoint reads back; as .safetensors it loads the same."""
     dst = tmp_path / 'cvt-13.safetensors'
-    assert converter.main([str(converted[0]), str(dst)]) == 0
+    assert call_tool(converter.main, [str(converted[0]), str(dst)]) == 0
     flat = read_checkpoint(dst)
     ref = read_checkpoint(converted[0])['state_dict']
     assert set(flat) == set(ref) and all(torch.equal(flat[k], v) for k, v in ref.items())
@@ -211,7 +223,7 @@ def test_own_checkpoints_convert_again_and_to_safetensors(converted, classifier,
 def test_a_transformers_folder_converts_with_its_config_checked(port, tmp_path):
     port.save_pretrained(tmp_path / 'cvt-13')
     dst = tmp_path / 'out.pth'
-    assert converter.main([str(tmp_path / 'cvt-13'), str(dst), '--arch', 'cvt-13']) == 0
+    assert call_tool(converter.main, [str(tmp_path / 'cvt-13'), str(dst), '--arch', 'cvt-13']) == 0
     assert read_checkpoint(dst)['meta']['source_format'] == 'transformers'
     config = tmp_path / 'cvt-13' / 'config.json'
     config.write_text(config.read_text().replace('"num_heads": [\n    1,',

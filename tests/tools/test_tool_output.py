@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end
 
 #: Third-party lines the tools' entry points silence.

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attention_rows import (BlockInputs, attention_rows, capture_block_inputs, key_grid,
-                            query_index)
+from attention_rows import BlockInputs, attention_rows, capture_block_inputs, key_grid, query_index
 from cvt_backbone import CvT
 from cvt_backbone.apis import build_model, load_checkpoint
 from cvt_backbone.checkpoint import load_cvt_weights

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from cvt_backbone import CvT
 from benchmark_cases import Case
 from benchmark_probes import CudaMemory, HostMemory, matmul_rate, time_runs
+from cvt_backbone import CvT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -18,8 +18,12 @@ import argparse
 import torch
 
 from cvt_backbone import ConfigError, CvT
-from cvt_backbone.checkpoint import (read_checkpoint, to_cvt_keys,
-                                     to_transformers_state_dict, unwrap_state_dict)
+from cvt_backbone.checkpoint import (
+    read_checkpoint,
+    to_cvt_keys,
+    to_transformers_state_dict,
+    unwrap_state_dict,
+)
 from cvt_backbone.errors import run_main
 from transformers_port import build_port
 

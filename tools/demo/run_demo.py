@@ -37,8 +37,6 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 from cvt_backbone.errors import run_main
 from cvt_backbone.training import use_safe_loading
 from demo_helpers import extract_backbone, latest_checkpoint, plot_losses, read_losses
@@ -46,6 +44,7 @@ from demo_picture import DemoModels, draw_demo_picture
 from demo_progress import StepProgress, follow
 from demo_shapes import SETTINGS_FILE, is_current, make_classification_set, make_scene_set
 
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # (make_demo_data.py --only, folder under --data-dir, generator) of the two datasets.
 DATASETS = (('cls', 'shapes_cls', make_classification_set), ('scenes', 'shapes', make_scene_set))
 # (name, config, work sub-dir, the step whose backbone it starts from). Each model starts

@@ -21,8 +21,14 @@ from collections.abc import Callable
 import torch
 
 from cvt_backbone.errors import run_main
-from onnx_export import (ExportError, build_target, compare, export_onnx, ort_session,
-                         require_deploy_extra)
+from onnx_export import (
+    ExportError,
+    build_target,
+    compare,
+    export_onnx,
+    ort_session,
+    require_deploy_extra,
+)
 
 
 def size(text: str) -> tuple[int, int]:
@@ -88,8 +94,10 @@ def main() -> None:
             print(f'  {h}x{w} ...', flush=True)
             with torch.no_grad():
                 references = target.module(x)
-                torch_s = median_seconds(lambda: target.module(x), args.warmup, args.repeats)
-            ort_s = median_seconds(lambda: session.run(None, feed), args.warmup, args.repeats)
+                torch_s = median_seconds(lambda x=x: target.module(x), args.warmup,
+                                         args.repeats)
+            ort_s = median_seconds(lambda feed=feed: session.run(None, feed), args.warmup,
+                                   args.repeats)
             result = compare(session.run(None, feed), references, target.output_names,
                              tuple(x.shape))
             rows.append(f'| 1x3x{h}x{w} | {milliseconds(torch_s)} | {milliseconds(ort_s)} | '

@@ -33,9 +33,17 @@ import argparse
 
 from cvt_backbone import CvT
 from cvt_backbone.errors import run_main
-from onnx_export import (DEFAULT_OPSET, ExportError, build_target, check_export,
-                         export_inputs, export_onnx, quiet_exporters, require_deploy_extra,
-                         second_shape)
+from onnx_export import (
+    DEFAULT_OPSET,
+    ExportError,
+    build_target,
+    check_export,
+    export_inputs,
+    export_onnx,
+    quiet_exporters,
+    require_deploy_extra,
+    second_shape,
+)
 from openvino_export import check_openvino, require_openvino, save_openvino
 
 

@@ -38,11 +38,21 @@ from collections.abc import Mapping
 import torch
 
 from cvt_backbone import CheckpointError, CvT
-from cvt_backbone.checkpoint import (atomic_save, atomic_save_safetensors, diff_on_meta,
-                                     from_classifier_keys, read_checkpoint,
-                                     to_classifier_keys, to_cvt_keys, unwrap_state_dict)
-from cvt_backbone.checkpoint.convert import (arch_differences, arch_from_state_dict,
-                                             arch_from_transformers_config)
+from cvt_backbone.checkpoint import (
+    atomic_save,
+    atomic_save_safetensors,
+    diff_on_meta,
+    from_classifier_keys,
+    read_checkpoint,
+    to_classifier_keys,
+    to_cvt_keys,
+    unwrap_state_dict,
+)
+from cvt_backbone.checkpoint.convert import (
+    arch_differences,
+    arch_from_state_dict,
+    arch_from_transformers_config,
+)
 from cvt_backbone.errors import run_main
 
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from attention_rows import attention_rows, capture_block_inputs, key_grid, query_index
 from cvt_backbone import CvT
-from cvt_backbone.models.attention_rows import (attention_rows, capture_block_inputs,
-                                                key_grid, query_index)
 from tests.helpers import TINY, randomize_norms
 
 

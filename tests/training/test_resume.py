@@ -24,9 +24,9 @@ pytestmark = pytest.mark.slow  # training runs in subprocesses, killed and resum
 
 #: Everything random on, and tests.save_stages to say when a checkpoint is complete.
 RANDOM = """
-custom_imports = dict(imports=['cvt_backbone', 'tests.training_hooks', 'tests.save_stages'],
-                      allow_failed_imports=False)
-model = dict(backbone=dict(drop_path_rates=[0., 0.2, 0.3]))
+custom_imports = dict(imports=['cvt_backbone', 'cvt_backbone.training', 'tests.training_hooks',
+                               'tests.save_stages'], allow_failed_imports=False)
+model = dict(backbone=dict(drop_path_rate=[0., 0.2, 0.3]))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0)),
@@ -34,10 +34,10 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader.update(batch_size=4, num_workers=2, persistent_workers=True)
-train_dataloader['dataset']['pipeline'] = train_pipeline
+train_dataloader['dataset']['dataset']['pipeline'] = train_pipeline
 """
 ITERATION_BASED = """
-train_dataloader['sampler'] = dict(type='InfiniteSampler', shuffle=True)
+train_dataloader['sampler'] = dict(type='SeededInfiniteSampler', shuffle=True)
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=10, val_interval=100)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
@@ -166,7 +166,8 @@ def two_process_config(shapes_cls, tmp_path_factory) -> Path:
     return tiny_cls_config(tmp_path_factory.mktemp('dist') / 'cfg.py', shapes_cls, max_epochs=3,
                            batch_size=2, extra=RANDOM + textwrap.dedent("""
         train_dataloader.update(batch_size=2, num_workers=1)
-        custom_hooks = [dict(type='SaveRankWeightsHook')]
+        custom_hooks = [dict(type='SafeLoadingHook'), dict(type='RandomStateHook'),
+                        dict(type='SaveRankWeightsHook')]
     """))
 
 

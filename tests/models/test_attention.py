@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvt_backbone import CvT
-from cvt_backbone.models import ops
+from cvt_backbone.models import attention as ops
 from cvt_backbone.models.cvt import DepthwiseConvBN, map_to_tokens, tokens_to_map
 from tests.helpers import TINY, randomize_norms, relative_error
 
@@ -94,6 +94,23 @@ def test_attention_formulations_agree_with_gradients(heads):
     for a, b in zip(torch.autograd.grad(fast, (q, k, v), grad),
                     torch.autograd.grad(reference, (q, k, v), grad)):
         torch.testing.assert_close(a, b)
+
+
+def test_attention_weights_take_boolean_and_additive_masks():
+    """The one written-out softmax attention (the reference path, the attention maps and the
+    mmdeploy rewrite use it): rows sum to 1, a boolean mask zeroes what it leaves out, an
+    additive one of 0 and -inf does the same."""
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 5, 4), torch.randn(2, 7, 4)
+    weights = ops.attention_weights(q, k, 0.5)
+    torch.testing.assert_close(weights, torch.softmax(q @ k.transpose(1, 2) * 0.5, -1))
+    keep = torch.rand(5, 7) > 0.3
+    keep[:, 0] = True
+    masked = ops.attention_weights(q, k, 0.5, keep)
+    assert (masked[:, ~keep] == 0).all()
+    torch.testing.assert_close(masked.sum(-1), torch.ones(2, 5))
+    additive = torch.zeros(5, 7).masked_fill(~keep, float('-inf'))
+    torch.testing.assert_close(ops.attention_weights(q, k, 0.5, additive), masked)
 
 
 def test_attention_heads_are_channel_blocks():

@@ -10,11 +10,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from cvt_backbone import CvT
-from cvt_backbone.checkpoint import CheckpointError
-from cvt_backbone.engine import (ConfigError, check_checkpoint_fits, check_model_config,
-                                 prepare_config)
-from cvt_backbone.engine.config import cvt_output_channels
+from config_checks import check_data_paths, check_model_config, cvt_output_channels
+from cvt_backbone import ConfigError, CvT
 from tests.helpers import ROOT, TINY
 
 
@@ -110,32 +107,19 @@ def test_every_shipped_config_passes():
         check_model_config(Config.fromfile(str(path)))
 
 
-def test_a_checkpoint_must_fill_the_whole_model():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
-    state = model.state_dict()
-    check_checkpoint_fits(model, {'state_dict': {**state, 'extra.weight': torch.zeros(1)}}, 'c')
-    check_checkpoint_fits(model, {f'module.{k}': v for k, v in state.items()}, 'c')
-    with pytest.raises(CheckpointError, match=r"c does not fit .*: missing keys 1\.running_mean"):
-        check_checkpoint_fits(model, {k: v for k, v in state.items() if 'running_mean' not in k},
-                              'c')
-    with pytest.raises(CheckpointError, match=r'shape mismatch for 0\.weight: checkpoint \(3, 3\) '
-                                              r'vs model \(3, 2\)'):
-        check_checkpoint_fits(model, {**state, '0.weight': torch.zeros(3, 3)}, 'c')
-    with pytest.raises(CheckpointError, match='does not hold a state dict of tensors'):
-        check_checkpoint_fits(model, {'state_dict': {'a': 1}}, 'c')
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) set-up only')
-def test_distributed_config_without_cuda_uses_gloo_and_cpu_ddp():
-    cfg = prepare_config(Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl')))), 'x.py',
-                         launcher='pytorch')
-    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
-    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
-    assert cfg.model_wrapper_cfg.device_ids is None
-
-
 def test_output_channels_follow_out_indices():
     assert cvt_output_channels(dict(type='CvT', arch='cvt-w24', out_indices=(1, -1))) == \
         [768, 1024]
     assert cvt_output_channels(dict(type='mmdet.CvT', arch=TINY, out_type='cls_token')) == [48]
     assert cvt_output_channels(dict(type=CvT, arch=TINY)) == [16, 32, 48]
+
+
+def test_missing_data_is_named_with_where_the_layouts_are(tmp_path):
+    """A COCO-style config and mmpretrain's ImageNet (a ``split`` folder under its root)."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'cvt' / 'cvt-13_8xb256_in1k-224px.py'))
+    (tmp_path / 'imagenet').mkdir()
+    cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path / 'imagenet')
+    with pytest.raises(FileNotFoundError, match=r"train_dataloader\.dataset\.dataset\.split: '.*imagenet/"
+                                                r"train' does not exist\. Data layouts for COCO, "
+                                                r'ADE20K and ImageNet: docs/training\.md'):
+        check_data_paths(cfg, ('train_dataloader', ))

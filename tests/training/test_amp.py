@@ -1,13 +1,14 @@
-"""``--amp``: mixed precision on the CPU (bfloat16 autocast) and the right wrapper per device."""
+"""Mixed precision on the feature extractor: CPU training in bfloat16 (``--amp``), testing
+with the backbone and neck under autocast, heads in float32."""
 import json
 import math
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from cvt_backbone import read_checkpoint
-from cvt_backbone.engine import prepare_config
+from cvt_backbone.training.amp import (CpuAmpOptimWrapper, autocast_features, feature_parts,
+                                       inference_amp_dtype)
 from tests.helpers import tiny_cls_config, train
 
 
@@ -45,25 +46,7 @@ def test_the_test_tool_runs_the_features_in_bfloat16_with_amp(trained_cls, tmp_p
     assert metrics[True].keys() == metrics[False].keys() and 'accuracy/top1' in metrics[True]
 
 
-def amp_wrapper(monkeypatch, cuda: bool, bf16: bool = False) -> dict:
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
-    cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
-    return prepare_config(cfg, 'x.py', amp=True).optim_wrapper
-
-
-def test_amp_picks_the_wrapper_and_dtype_of_the_device(monkeypatch):
-    assert amp_wrapper(monkeypatch, cuda=False) == dict(
-        type='CpuAmpOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))
-    assert amp_wrapper(monkeypatch, cuda=True, bf16=True)['dtype'] == 'bfloat16'
-    fp16 = amp_wrapper(monkeypatch, cuda=True, bf16=False)
-    assert fp16['type'] == 'AmpOptimWrapper' and fp16['dtype'] == 'float16'
-    assert fp16['loss_scale'] == 'dynamic'
-
-
 def test_cpu_wrapper_autocasts_the_backbone_and_neck_only():
-    from cvt_backbone.engine.optim import CpuAmpOptimWrapper
-
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -94,23 +77,31 @@ def test_cpu_wrapper_autocasts_the_backbone_and_neck_only():
                                                                      lr=0.1))
 
 
-def test_autocast_features_wraps_once_and_a_bare_backbone_whole():
-    from cvt_backbone.engine.amp import autocast_features, feature_parts
-
+def test_autocast_features_hooks_once_and_a_bare_backbone_whole():
     layer = torch.nn.Linear(4, 4)
     assert feature_parts(layer) == [layer]
     assert autocast_features(layer, 'cpu') == torch.bfloat16
-    wrapped = layer.forward
     autocast_features(layer, 'cpu')
-    assert layer.forward is wrapped
+    assert len(layer._forward_pre_hooks) == len(layer._forward_hooks) == 1
+    assert 'forward' not in vars(layer)  # hooks, not a replaced method
     x = torch.randn(3, 4)
     assert torch.equal(layer(x), torch.nn.functional.linear(
         x.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16()).float())
 
 
-def test_inference_dtype_follows_the_device(monkeypatch):
-    from cvt_backbone.engine.amp import inference_amp_dtype
+def test_autocast_ends_with_the_part_even_when_it_raises():
+    class Failing(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError('broken')
 
+    part = Failing()
+    autocast_features(part, 'cpu')
+    with pytest.raises(RuntimeError, match='broken'):
+        part(torch.randn(2))
+    assert not torch.is_autocast_cpu_enabled()
+
+
+def test_inference_dtype_follows_the_device(monkeypatch):
     assert inference_amp_dtype('cpu') == torch.bfloat16
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: False)
     assert inference_amp_dtype('cuda') == torch.float16
