@@ -218,6 +218,8 @@ class _HTTPSHandler(_WatchedConnections, urllib.request.HTTPSHandler):
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
     """Follows at most :data:`MAX_REDIRECTS` redirects, to ``http(s)://`` URLs only."""
 
+    max_repeats = max_redirections = MAX_REDIRECTS + 1  # urllib's own checks come after ours
+
     def __init__(self, url: str) -> None:
         self.url = url
 
@@ -228,7 +230,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
             if not target.startswith(('http://', 'https://')):
                 raise CheckpointError(f'Refused to download checkpoint {self.url}: it redirects '
                                       f'to {target!r}, which is not an http(s) URL')
-            if len(getattr(req, 'redirect_dict', ())) >= MAX_REDIRECTS:
+            if sum(getattr(req, 'redirect_dict', {}).values()) >= MAX_REDIRECTS:
                 raise CheckpointError(f'Refused to download checkpoint {self.url}: it redirects '
                                       f'more than {MAX_REDIRECTS} times')
         return super().http_error_302(req, fp, code, msg, headers)
