@@ -1,14 +1,16 @@
-"""Where checkpoints come from: local files, transformers folders, URLs, bytes.
+"""Where checkpoints come from: local files, transformers folders, URLs, hub ids, bytes.
 
 :func:`read_checkpoint` takes a local file, a folder written by transformers'
-``save_pretrained`` (or a downloaded hub snapshot), an ``http(s)://`` URL, or bytes. The
-format is recognised from the content, never from the name: a ``torch.save`` file (read by
-:mod:`.decode`, which runs no code) or a ``.safetensors`` file (read by the ``safetensors``
-library). Only regular files are opened: a FIFO, a device, or anything under ``/proc``,
-``/sys`` or ``/dev`` is refused by name before it is read.
+``save_pretrained`` (or a downloaded hub snapshot), an ``http(s)://`` URL, a hub repository
+id (``'microsoft/cvt-13'``), or bytes. The format is recognised from the content, never from
+the name: a ``torch.save`` file (read by :mod:`.decode`, which runs no code) or a
+``.safetensors`` file (read by the ``safetensors`` library). Only regular files are opened: a
+FIFO, a device, or anything under ``/proc``, ``/sys`` or ``/dev`` is refused by name before
+it is read.
 
 URLs are downloaded once by :mod:`.download` (within a timeout, a deadline, a minimum rate
-and a size cap) and re-read with the same reader at every load.
+and a size cap) and re-read with the same reader at every load; hub ids are fetched into
+huggingface_hub's cache by :mod:`.hub` and read as a ``save_pretrained`` folder is.
 """
 from __future__ import annotations
 
@@ -235,18 +237,21 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
 
     Args:
         source: A local file (``torch.save`` or safetensors), a ``save_pretrained`` folder,
-            an ``http(s)://`` URL (downloaded once, see :func:`~.download.download`), or the
-            bytes of a file.
+            an ``http(s)://`` URL (downloaded once, see :func:`~.download.download`), a hub
+            repository id ``'owner/name[@revision]'`` or ``'hf://owner/name[@revision]'``
+            where no local path of that name exists (see :mod:`.hub`), or the bytes of a
+            file.
         map_location: A device for the tensors (default CPU).
 
     Returns:
         What a ``torch.save`` file holds; a safetensors file gives its state dict; a folder
-        gives ``{'state_dict': ..., 'meta': {'transformers_config': ..., 'source': ...}}``.
+        or a hub id gives ``{'state_dict': ..., 'meta': {'transformers_config': ...,
+        'source': ...}}``.
 
     Raises:
         FileNotFoundError: a local path does not exist.
         CheckpointError: anything else that keeps the checkpoint from being read safely;
-            the message names the file or URL.
+            the message names the file, URL or hub id.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -260,6 +265,10 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
                           'meta': {'transformers_config': read_transformers_config(config),
                                    'source': source}}
         return checkpoint
+    if isinstance(source, str):
+        from .hub import is_hub_id, read_hub_checkpoint  # .hub builds on this module
+        if is_hub_id(source):
+            return read_hub_checkpoint(source, map_location)
     path = check_local_path(source, allow_dir=True)
     if osp.isdir(path):
         return _place(read_transformers_folder(path), map_location)

@@ -29,6 +29,8 @@ def test_only_regular_files_are_opened(tmp_path):
 def test_missing_empty_and_folder_paths_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         read_checkpoint(tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match="'work_dirs/epoch_1.pth' does not exist"):
+        read_checkpoint('work_dirs/epoch_1.pth')  # a relative file name, not a hub id
     empty = tmp_path / 'empty.pth'
     empty.write_bytes(b'')
     with pytest.raises(CheckpointError, match=r'empty.pth.*empty \(0 bytes\)'):
