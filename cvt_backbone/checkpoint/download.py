@@ -223,11 +223,12 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def http_error_302(self, req, fp, code, msg, headers):  # noqa: D102 (urllib's signature)
+    def http_error_302(self, req, fp, code, msg, headers):
+        """Refuse a redirect to another scheme, or one too many; follow the others."""
         target = headers.get('location') or headers.get('uri')
         if target is not None:
             target = urllib.parse.urljoin(req.full_url, target)
-            if not target.startswith(('http://', 'https://')):
+            if urllib.parse.urlsplit(target).scheme not in ('http', 'https'):
                 raise CheckpointError(f'Refused to download checkpoint {self.url}: it redirects '
                                       f'to {target!r}, which is not an http(s) URL')
             if sum(getattr(req, 'redirect_dict', {}).values()) >= MAX_REDIRECTS:
