@@ -177,8 +177,8 @@ def read_transformers_files(config_file: str, weights_file: str,
     state_dict = read_checkpoint(weights_file, map_location)
     if not isinstance(state_dict, dict):
         raise CheckpointError(f'{weights_file!r} does not hold a state dict')
-    return {'state_dict': state_dict, 'meta': {'transformers_config': config,
-                                                'source': weights_file}}
+    return {'state_dict': state_dict,
+            'meta': {'transformers_config': config, 'source': weights_file}}
 
 
 def read_transformers_config(config_file: str) -> dict:

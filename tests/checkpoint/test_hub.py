@@ -149,15 +149,14 @@ def read_in_child(tmp_path: Path, endpoint: str, sources: list[str | dict],
 
 
 # ----------------------------------------------------------------------------- repositories
-def tiny_cvt(seed: int) -> tuple[CvT, dict[str, torch.Tensor], dict]:
-    """A random CvT, its weights under transformers' names, and its ``config.json``."""
+def tiny_cvt(seed: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """A random CvT's weights under transformers' names, and its ``config.json``."""
     torch.manual_seed(seed)
     model = CvT(arch=PORTABLE)
     model.init_weights()
     randomize_norms(model, seed)
     port = port_of(model)
-    state_dict = {k: v.clone().contiguous() for k, v in port.state_dict().items()}
-    return model, state_dict, port.config.to_dict()
+    return {k: v.clone().contiguous() for k, v in port.state_dict().items()}, port.config.to_dict()
 
 
 def safetensors_bytes(state_dict: dict) -> bytes:
@@ -176,9 +175,9 @@ def torch_bytes(state_dict: dict) -> bytes:
 def repos(tmp_path_factory) -> tuple[Repos, dict]:
     """The repositories, and what each should read as."""
     folder = tmp_path_factory.mktemp('crafted')
-    main_model, main, config = tiny_cvt(0)
-    _, v1, _ = tiny_cvt(1)
-    _, bin_only, _ = tiny_cvt(2)
+    main, config = tiny_cvt(0)
+    v1, _ = tiny_cvt(1)
+    bin_only, _ = tiny_cvt(2)
     config_bytes = json.dumps(config).encode()
     repos = {
         'tiny/cvt': {
@@ -193,14 +192,14 @@ def repos(tmp_path_factory) -> tuple[Repos, dict]:
         'tiny/not-cvt': {'main': (commit_of('bert'), {
             'config.json': json.dumps({'model_type': 'bert'}).encode(),
             'model.safetensors': safetensors_bytes(main)})},
-        'broken/cvt': {'main': (commit_of('broken'), {'config.json': config_bytes,
-                                                      'model.safetensors': safetensors_bytes(main)})},
+        'broken/cvt': {'main': (commit_of('broken'), {
+            'config.json': config_bytes, 'model.safetensors': safetensors_bytes(main)})},
         'evil/cvt': {'main': (commit_of('evil'), {
             'config.json': config_bytes,
             'pytorch_model.bin': crafted.os_system(folder).read_bytes()})},
     }
     expected = dict(main=main, v1=v1, bin_only=bin_only, config=json.loads(config_bytes),
-                    model=main_model, marker=folder / crafted.MARKER)
+                    marker=folder / crafted.MARKER)
     return repos, expected
 
 
