@@ -49,6 +49,7 @@ setup(
         'seg': SEG,
         'cls': CLS,
         'all': DET + SEG + CLS,
+        'hub': ['huggingface_hub>=0.23'],
         'tests': [
             'pytest>=7',
             'hypothesis>=6',

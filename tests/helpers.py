@@ -1,6 +1,7 @@
 """What several test modules share: small archs, reference models, checkpoints, tool runs."""
 from __future__ import annotations
 
+import configparser
 import contextlib
 import importlib.util
 import os
@@ -22,9 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dims=[16, 32, 48], depths=[1, 1, 2], num_heads=[1, 2, 3])
 #: The smallest arch the transformers port can build (it needs more than i blocks in stage i).
 PORTABLE = dict(embed_dims=[16, 32, 48], depths=[1, 2, 3], num_heads=[1, 2, 3])
-#: Subprocesses find this checkout's package and the test hooks (``tests.training_hooks``).
+
+
+def _pytest_pythonpath() -> list[str]:
+    """The folders pytest puts on ``sys.path`` (setup.cfg's ``pythonpath``: the tools'
+    modules)."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / 'setup.cfg')
+    return [str(ROOT / folder) for folder in config['tool:pytest']['pythonpath'].split()]
+
+
+#: Subprocesses find this checkout's package, the test hooks (``tests.training_hooks``) and
+#: the tools' modules, as the tests do.
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    [str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])]))
+    [str(ROOT), *_pytest_pythonpath(), *filter(None, [os.environ.get('PYTHONPATH')])]))
 ENV.pop('CVT_DEBUG', None)
 
 

@@ -28,8 +28,9 @@ from .convert import (
                       to_transformers_state_dict,
                       unwrap_state_dict,
 )
+from .download import is_url
 from .loading import check_checkpoint_fits, diff_on_meta, fit_cvt_state_dict, load_cvt_weights
-from .read import check_local_path, is_url, read_checkpoint
+from .read import check_local_path, read_checkpoint
 from .write import atomic_save, atomic_save_safetensors, atomic_write_bytes, atomic_write_text
 
 __all__ = [

@@ -5,8 +5,13 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT, convert_official_cvt
-from cvt_backbone.checkpoint import (canonical_checkpoint, check_checkpoint_fits, detect_format,
-                                     diff_on_meta, diff_state_dict)
+from cvt_backbone.checkpoint import (
+    canonical_checkpoint,
+    check_checkpoint_fits,
+    detect_format,
+    diff_on_meta,
+    diff_state_dict,
+)
 from tests.helpers import TINY, make_official
 
 pytestmark = pytest.mark.usefixtures('safe_loading')  # load_checkpoint as the configs have it

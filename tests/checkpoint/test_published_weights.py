@@ -19,6 +19,7 @@ from tests.checkpoint import crafted
 from tests.helpers import PORTABLE, ROOT, build_port, relative_error, run_tool, serve
 
 pytest.importorskip('transformers')
+pytestmark = pytest.mark.usefixtures('safe_loading')  # load_checkpoint as configs have it
 
 CLASSES = 7
 

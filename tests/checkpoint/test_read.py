@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cvt_backbone import CheckpointError, read_checkpoint
-from cvt_backbone.checkpoint import atomic_save_safetensors, read
-from cvt_backbone.checkpoint.read import cache_path
+from cvt_backbone.checkpoint import atomic_save_safetensors, download
+from cvt_backbone.checkpoint.download import cache_path
 from tests.helpers import serve
 
 
@@ -29,6 +29,8 @@ def test_only_regular_files_are_opened(tmp_path):
 def test_missing_empty_and_folder_paths_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         read_checkpoint(tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match="'work_dirs/epoch_1.pth' does not exist"):
+        read_checkpoint('work_dirs/epoch_1.pth')  # a relative file name, not a hub id
     empty = tmp_path / 'empty.pth'
     empty.write_bytes(b'')
     with pytest.raises(CheckpointError, match=r'empty.pth.*empty \(0 bytes\)'):
@@ -71,7 +73,7 @@ def test_url_is_downloaded_once_under_a_name_of_ours(tmp_path, hub):
         url = f'{base}/microsoft/cvt-13/resolve/main/model.bin'
         assert torch.equal(read_checkpoint(url)['w'], torch.ones(3))
         cached = cache_path(url)
-        assert os.path.isfile(cached) and os.path.dirname(cached) == read.url_cache_dir()
+        assert os.path.isfile(cached) and os.path.dirname(cached) == download.url_cache_dir()
         other = f'{base}/microsoft/cvt-21/resolve/main/model.bin'
         assert cache_path(other) != cached  # same file name, other repository
         (served / 'model.bin').unlink()
@@ -88,7 +90,7 @@ def test_cache_names_cannot_leave_the_cache_folder():
     for url in ('https://h/a/../../../../etc/passwd', 'https://h/%2e%2e%2f%2e%2e%2fx.pth',
                 'https://h/', 'https://h/.bashrc', 'https://h/' + 'a' * 300 + '.pth'):
         path = cache_path(url)
-        assert os.path.dirname(path) == read.url_cache_dir(), url
+        assert os.path.dirname(path) == download.url_cache_dir(), url
         assert not os.path.basename(path).startswith('.') and len(os.path.basename(path)) < 120
 
 

@@ -7,7 +7,6 @@ that expects other channels than the backbone gives is caught by ``check_model_c
 from pathlib import Path
 
 import pytest
-import torch
 from mmengine.config import Config
 
 from config_checks import check_data_paths, check_model_config, cvt_output_channels

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from cvt_backbone import read_checkpoint
-from cvt_backbone.training.amp import (CpuAmpOptimWrapper, autocast_features, feature_parts,
-                                       inference_amp_dtype)
+from cvt_backbone.training.amp import (
+    CpuAmpOptimWrapper,
+    autocast_features,
+    feature_parts,
+    inference_amp_dtype,
+)
 from tests.helpers import tiny_cls_config, train
 
 

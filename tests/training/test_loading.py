@@ -13,7 +13,6 @@ from cvt_backbone.training import loading
 from tests.checkpoint import crafted
 from tests.helpers import TINY, serve, tiny_cls_config, train
 
-
 pytestmark = pytest.mark.usefixtures('safe_loading')
 
 

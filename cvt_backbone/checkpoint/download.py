@@ -1,0 +1,442 @@
+"""Downloading checkpoints from ``http(s)://`` URLs into a cache, within stated limits.
+
+:func:`download` fetches a URL once into ``<torch hub dir>/checkpoints/cvt_backbone/`` under a
+name this module makes (a hash of the URL and the URL's file name, reduced to safe
+characters). Four limits bound it, each set by an environment variable
+(:func:`download_limits`):
+
+* ``CVT_DOWNLOAD_TIMEOUT`` (30 s): the connection and every read wait at most this long;
+* ``CVT_DOWNLOAD_DEADLINE`` (3 h): the whole download, headers included, ends by then: a
+  timer shuts its connection down wherever it waits;
+* ``CVT_DOWNLOAD_MIN_RATE`` (32 KiB/s): over every span of twice the timeout, the body
+  arrives at least this fast;
+* ``CVT_DOWNLOAD_MAX_BYTES`` (2 GiB): no more is accepted, announced or not.
+
+Redirects are followed to ``http(s)://`` only, at most :data:`MAX_REDIRECTS` of them. The
+bytes go to a temporary ``.partial`` name that is removed on every failure, on SIGTERM (in
+the main thread; the signal then reaches its previous handler) and, for a process that was
+killed outright, by the next download. Every failure is one :class:`CheckpointError` line.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import os.path as osp
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import torch
+from torch.hub import tqdm  # tqdm where it is installed, else torch's own minimal bar
+
+from ..errors import CheckpointError
+
+#: Download limits: (environment variable, default).
+TIMEOUT_ENV, DEFAULT_TIMEOUT = 'CVT_DOWNLOAD_TIMEOUT', 30.0
+#: 3 h: the largest published CvT file (CvT-W24 at 384 px from ImageNet-22k, about 1.2 GB)
+#: arrives in 2.7 h over a 1 Mbit/s link.
+DEADLINE_ENV, DEFAULT_DEADLINE = 'CVT_DOWNLOAD_DEADLINE', 3 * 3600.0
+#: Slower than 32 KiB/s for a minute, the link is practically gone: CvT-13's 80 MB would need
+#: 40 minutes. The rate is judged over each span of twice the timeout (a minute by default).
+MIN_RATE_ENV, DEFAULT_MIN_RATE = 'CVT_DOWNLOAD_MIN_RATE', 32 << 10
+#: Above the largest published CvT file (about 1.2 GB).
+MAX_BYTES_ENV, DEFAULT_MAX_BYTES = 'CVT_DOWNLOAD_MAX_BYTES', 2 << 30
+#: Redirects followed; hub files take one or two (a renamed repository, then the CDN).
+MAX_REDIRECTS = 5
+#: A ``.partial`` file untouched this long belongs to no live download.
+STALE_PARTIAL_SECONDS = 3600
+_PARTIAL = re.compile(r'^[0-9a-f]{16}-[A-Za-z0-9._-]+\.[0-9a-f]{12}\.partial$')
+_CHUNK = 1 << 20
+
+
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an ``http://`` or ``https://`` URL."""
+    return isinstance(source, str) and source.startswith(('http://', 'https://'))
+
+
+def url_cache_dir() -> str:
+    """Where downloaded checkpoints are kept: ``<torch hub dir>/checkpoints/cvt_backbone``."""
+    return osp.join(torch.hub.get_dir(), 'checkpoints', 'cvt_backbone')
+
+
+def cache_path(url: str) -> str:
+    """The cache file of ``url``: a hash of the whole URL and its file name, safe characters.
+
+    Two URLs that end in the same file name (every hub repository's ``model.safetensors``)
+    get different files; no part of the URL can name a folder.
+    """
+    name = osp.basename(urllib.parse.urlparse(url).path) or 'checkpoint'
+    name = re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.')[-80:] or 'checkpoint'
+    digest = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
+    return osp.join(url_cache_dir(), f'{digest}-{name}')
+
+
+def _env_limit(name: str, default: float, kind: type) -> float:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not number > 0:
+        raise CheckpointError(f'{name}={value!r} is not a positive {kind.__name__}')
+    return number
+
+
+def download_limits() -> tuple[float, float, float, int]:
+    """The limits of :func:`download`, from the environment or their defaults.
+
+    Returns:
+        The read timeout (s, ``CVT_DOWNLOAD_TIMEOUT``), the deadline (s,
+        ``CVT_DOWNLOAD_DEADLINE``), the minimum rate (bytes/s, ``CVT_DOWNLOAD_MIN_RATE``) and
+        the size cap (bytes, ``CVT_DOWNLOAD_MAX_BYTES``).
+
+    Raises:
+        CheckpointError: a variable is set to something other than a positive number.
+    """
+    return (_env_limit(TIMEOUT_ENV, DEFAULT_TIMEOUT, float),
+            _env_limit(DEADLINE_ENV, DEFAULT_DEADLINE, float),
+            _env_limit(MIN_RATE_ENV, DEFAULT_MIN_RATE, float),
+            int(_env_limit(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, int)))
+
+
+def remove_stale_partials(folder: str, timeout: float) -> None:
+    """Remove the ``.partial`` files of downloads that died (killed, powered off).
+
+    A live download writes at least once per read timeout, so a partial file whose last
+    write is older than an hour (or twice the timeout, if that is longer) has no writer. Only
+    names :func:`download` makes are touched.
+    """
+    cutoff = time.time() - max(STALE_PARTIAL_SECONDS, 2 * timeout)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if _PARTIAL.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that cannot be fetched as it is written, before anything is sent.
+
+    Raises:
+        CheckpointError: not ``http(s)://``, unparseable (``http://[::1/x``), without a host,
+            with an invalid port, or with spaces or control characters.
+    """
+    problem = None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as err:
+        problem = str(err)
+    else:
+        if parts.scheme not in ('http', 'https'):
+            problem = 'only http:// and https:// URLs are downloaded'
+        elif not parts.hostname:
+            problem = 'it names no host'
+        elif re.search(r'[\x00-\x20\x7f]', url):
+            problem = 'it holds spaces or control characters (quote them as %20...)'
+    if problem:
+        raise CheckpointError(f'Could not download checkpoint {url!r}: malformed URL '
+                              f'({problem})')
+
+
+# --------------------------------------------------------------------------- the connection
+class _Deadline:
+    """Shuts a download's connections down when its time is up, wherever it waits."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+
+
+class _WatchedConnections:
+    """Mixin of the HTTP(S) handlers: every connection they open is under the deadline."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: type, req: urllib.request.Request, **kwargs: object
+                ) -> http.client.HTTPResponse:
+        deadline = self.deadline
+
+        class Connection(http_class):
+            def connect(self) -> None:
+                super().connect()
+                deadline.watch(self.sock)
+
+        return super().do_open(Connection, req, **kwargs)
+
+
+class _HTTPHandler(_WatchedConnections, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_WatchedConnections, urllib.request.HTTPSHandler):
+    pass
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows at most :data:`MAX_REDIRECTS` redirects, to ``http(s)://`` URLs only."""
+
+    max_repeats = max_redirections = MAX_REDIRECTS + 1  # urllib's own checks come after ours
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        """Refuse a redirect to another scheme, or one too many; follow the others."""
+        target = headers.get('location') or headers.get('uri')
+        if target is not None:
+            target = urllib.parse.urljoin(req.full_url, target)
+            if urllib.parse.urlsplit(target).scheme not in ('http', 'https'):
+                raise CheckpointError(f'Refused to download checkpoint {self.url}: it redirects '
+                                      f'to {target!r}, which is not an http(s) URL')
+            if sum(getattr(req, 'redirect_dict', {}).values()) >= MAX_REDIRECTS:
+                raise CheckpointError(f'Refused to download checkpoint {self.url}: it redirects '
+                                      f'more than {MAX_REDIRECTS} times')
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener(url: str, deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener of http(s) only: proxies from the environment, watched connections, checked
+    redirects, HTTP errors as exceptions."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                    _HTTPHandler(deadline), _HTTPSHandler(deadline),
+                    urllib.request.HTTPDefaultErrorHandler(), _RedirectHandler(url),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+@contextlib.contextmanager
+def _removed_on_sigterm(path: str, url: str) -> Iterator[None]:
+    """Remove ``path`` if SIGTERM arrives in the block, then pass the signal on.
+
+    In the main thread (the only one that handles signals) a handler is installed for the
+    block. It removes the file, restores the previous disposition and hands the signal to it:
+    the default one ends the process as it would have; a Python handler is called, and if it
+    returns, the download stops with a :class:`CheckpointError`. Outside the main thread, or
+    when SIGTERM is ignored or handled outside Python, nothing is installed.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if (threading.current_thread() is not threading.main_thread()
+            or previous in (None, signal.SIG_IGN)):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.raise_signal(signum)
+        raise CheckpointError(f'Stopped downloading checkpoint {url}: the process received '
+                              f'SIGTERM')
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- downloading
+def _network_error(err: BaseException, timeout: float) -> str:
+    """Why a download failed, in words: HTTP status, timeout, broken answer, socket error."""
+    if isinstance(err, urllib.error.HTTPError):
+        reason = str(err.reason).strip().splitlines()
+        return f'HTTP {err.code} {reason[-1] if reason else ""}'.strip()
+    if isinstance(err, urllib.error.URLError) and isinstance(err.reason, BaseException):
+        err = err.reason
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
+        return f'no answer within {timeout:g} s (set {TIMEOUT_ENV} to wait longer)'
+    if isinstance(err, http.client.IncompleteRead):
+        return 'the connection closed before the whole file arrived'
+    if isinstance(err, http.client.BadStatusLine):
+        return f'the server sent no valid HTTP status line ({type(err).__name__})'
+    if isinstance(err, http.client.HTTPException):
+        return f'the answer is not valid HTTP ({type(err).__name__}: {err})'
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = str(getattr(err, 'reason', '') or err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class _Progress:
+    """Checks the bytes of one download, as they arrive, against its limits."""
+
+    def __init__(self, url: str, deadline: _Deadline, min_rate: float, span: float,
+                 max_bytes: int) -> None:
+        self.url, self.deadline, self.min_rate = url, deadline, min_rate
+        self.span, self.max_bytes = span, max_bytes
+        self.received = 0
+        self._span_start, self._span_bytes = time.monotonic(), 0
+
+    def _stop(self, why: str, variable: str, change: str) -> CheckpointError:
+        return CheckpointError(f'Stopped downloading checkpoint {self.url}: {why} (set '
+                               f'{variable} to {change})')
+
+    def check_deadline(self) -> None:
+        """Raise if the deadline has shut the connection down."""
+        if self.deadline.expired:
+            raise self._stop(f'it took more than {self.deadline.seconds:g} s in all',
+                             DEADLINE_ENV, 'allow longer')
+
+    def start_body(self) -> None:
+        """The body begins: the rate is measured from here."""
+        self._span_start = time.monotonic()
+
+    def arrived(self, count: int) -> None:
+        """Count ``count`` more bytes; raise if a limit is passed."""
+        self.check_deadline()
+        self.received += count
+        if self.received > self.max_bytes:
+            raise self._stop(f'it sent more than the {self.max_bytes} bytes allowed',
+                             MAX_BYTES_ENV, 'allow more')
+        self._span_bytes += count
+        elapsed = time.monotonic() - self._span_start
+        if elapsed >= self.span:
+            if self._span_bytes < self.min_rate * elapsed:
+                raise self._stop(f'{self._span_bytes} bytes arrived in {elapsed:.1f} s, slower '
+                                 f'than the {self.min_rate:g} bytes/s required', MIN_RATE_ENV,
+                                 'accept slower')
+            self._span_start, self._span_bytes = time.monotonic(), 0
+
+
+def _fetch(url: str, partial: str, progress: _Progress, timeout: float, bar: bool) -> None:
+    """Stream ``url`` into the new file ``partial``, checking the limits as bytes arrive."""
+    request = urllib.request.Request(url, headers={'User-Agent': 'cvt-backbone'})
+    with _opener(url, progress.deadline).open(request, timeout=timeout) as response, \
+            open(partial, 'xb') as out:
+        declared = response.headers.get('Content-Length')
+        declared = int(declared) if declared and declared.strip().isdigit() else None
+        if declared is not None and declared > progress.max_bytes:
+            raise CheckpointError(f'Refused to download checkpoint {url}: it announces '
+                                  f'{declared} bytes, more than the {progress.max_bytes} '
+                                  f'allowed (set {MAX_BYTES_ENV} to allow more)')
+        progress.start_body()
+        with tqdm(total=declared, disable=not bar, unit='B', unit_scale=True,
+                  unit_divisor=1024) as shown:
+            while chunk := response.read1(_CHUNK):  # whatever arrived, not a full chunk
+                progress.arrived(len(chunk))
+                out.write(chunk)
+                shown.update(len(chunk))
+        progress.check_deadline()  # a connection the deadline shut down ends like a short one
+        if declared is not None and progress.received != declared:
+            raise CheckpointError(f'Could not download checkpoint {url}: the connection closed '
+                                  f'after {progress.received} of {declared} bytes')
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def download(url: str, progress: bool = True) -> str:
+    """Download ``url`` into the cache once; return the cached file.
+
+    The bytes go to ``<cache file>.<random>.partial``, which is renamed to the cache file
+    when complete and removed on any failure or SIGTERM; partial files that a killed process
+    left are removed when the next download starts (:func:`remove_stale_partials`). The
+    limits of :func:`download_limits` hold throughout.
+
+    Args:
+        url: An ``http(s)://`` URL.
+        progress: Show a progress bar while downloading.
+
+    Raises:
+        CheckpointError: the URL is malformed, cannot be fetched, redirects elsewhere than
+            http(s), is too large, too slow or does not answer in time; one line says which
+            (and which variable changes the limit).
+    """
+    check_url(url)
+    target = cache_path(url)
+    if osp.isfile(target):
+        return target
+    timeout, deadline, min_rate, max_bytes = download_limits()
+    folder = osp.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_partials(folder, timeout)
+    partial = f'{target}.{uuid.uuid4().hex[:12]}.partial'
+    try:
+        with _Deadline(deadline) as watch, _removed_on_sigterm(partial, url):
+            state = _Progress(url, watch, min_rate, 2 * timeout, max_bytes)
+            try:
+                _fetch(url, partial, state, timeout, progress)
+                os.replace(partial, target)
+                return target
+            except CheckpointError:
+                raise
+            except (urllib.error.URLError, http.client.HTTPException, OSError,
+                    ValueError) as err:
+                why = _network_error(err, timeout)
+            state.check_deadline()  # the deadline shut the connection down: say so instead
+            raise CheckpointError(f'Could not download checkpoint {url}: {why}')
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
+_HUB_FILE = re.compile(r'^(?P<repo>/[^/]+/[^/]+/resolve/[^/]+/)(?P<file>[^/]+)$')
+
+
+def download_with_config(url: str, progress: bool = True) -> tuple[str, str | None]:
+    """Download a checkpoint and, for a hub ``resolve/`` URL, the ``config.json`` beside it.
+
+    Returns:
+        The cached checkpoint and the cached ``config.json`` (None when the URL is no hub
+        file URL or the repository has no ``config.json``).
+    """
+    path = download(url, progress)
+    parts = urllib.parse.urlparse(url)
+    match = _HUB_FILE.match(parts.path)
+    if not match or match['file'] == 'config.json':
+        return path, None
+    config_url = parts._replace(path=match['repo'] + 'config.json', query='').geturl()
+    try:
+        return path, download(config_url, progress=False)
+    except CheckpointError:
+        return path, None
