@@ -24,8 +24,9 @@ from mmengine.registry import DATASETS, DefaultScope
 
 from cvt_backbone import CheckpointError
 from cvt_backbone.apis import init_model
-from cvt_backbone.checkpoint import atomic_write_bytes, atomic_write_text, check_checkpoint_fits
+from cvt_backbone.checkpoint import check_checkpoint_fits
 from cvt_backbone.checkpoint.loading import check_dataset_meta
+from cvt_backbone.checkpoint.write import atomic_write_bytes, atomic_write_text
 from cvt_backbone.training import autocast_features
 
 #: Where a config's datasets are, in the order their metainfo is taken.

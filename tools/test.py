@@ -23,8 +23,8 @@ from mmengine.runner import Runner
 from config_checks import check_data_paths, check_model_config
 from cvt_backbone import ConfigError
 from cvt_backbone.apis import config_scope, load_config
-from cvt_backbone.checkpoint import atomic_write_text, check_local_path, is_url
-from cvt_backbone.checkpoint.hub import is_hub_id
+from cvt_backbone.checkpoint import check_local_path, is_hub_id, is_url
+from cvt_backbone.checkpoint.write import atomic_write_text
 from cvt_backbone.errors import run_main
 from cvt_backbone.training import AutocastFeaturesHook, CompleteCheckpointHook, use_safe_loading
 from run_config import (

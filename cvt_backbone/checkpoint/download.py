@@ -58,11 +58,6 @@ _PARTIAL = re.compile(r'^[0-9a-f]{16}-[A-Za-z0-9._-]+\.[0-9a-f]{12}\.partial$')
 _CHUNK = 1 << 20
 
 
-def is_url(source: object) -> bool:
-    """Whether ``source`` is an ``http://`` or ``https://`` URL."""
-    return isinstance(source, str) and source.startswith(('http://', 'https://'))
-
-
 def url_cache_dir() -> str:
     """Where downloaded checkpoints are kept: ``<torch hub dir>/checkpoints/cvt_backbone``."""
     return osp.join(torch.hub.get_dir(), 'checkpoints', 'cvt_backbone')

@@ -1,10 +1,10 @@
 """Hub repository ids as checkpoints: ``'microsoft/cvt-13'``, as transformers users write them.
 
-A string :func:`read_checkpoint` is given is a hub repository id (:func:`is_hub_id`) when it
-reads ``owner/name``, ``owner/name@revision`` or the same after ``hf://``, and no local file
-or folder of that name exists: a local path always wins. Without ``hf://``, a name that ends
-like a checkpoint file (``work_dirs/epoch_12.pth``) stays a local path, so a missing file is
-reported as missing rather than looked up on the hub.
+A string :func:`~.read.read_checkpoint` is given is a hub repository id
+(:func:`~.read.is_hub_id`) when it reads ``owner/name``, ``owner/name@revision`` or the same
+after ``hf://``, and no local file or folder of that name exists: a local path always wins.
+Without ``hf://``, a name that ends like a checkpoint file (``work_dirs/epoch_12.pth``) stays a
+local path, so a missing file is reported as missing rather than looked up on the hub.
 
 The repository's ``config.json`` and its weights (``model.safetensors``, else
 ``pytorch_model.bin``) are fetched by ``huggingface_hub`` (the ``[hub]`` extra) into its
@@ -15,57 +15,12 @@ reads them as a ``save_pretrained`` folder: the weights through this package's r
 """
 from __future__ import annotations
 
-import os.path as osp
-import re
 from types import ModuleType
 
 from ..errors import CheckpointError
+from .read import parse_hub_id
 
-_PREFIX = 'hf://'
-_HUB_ID = re.compile(r'^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)'
-                     r'(?:@(?P<revision>[^\s@]+))?$')
-#: Without ``hf://``, names ending so are taken for local checkpoint files.
-_FILE_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt', '.tar')
 _INSTALL = 'pip install "cvt-backbone[hub]" (or pip install huggingface_hub)'
-
-
-def is_hub_id(source: str) -> bool:
-    """Whether ``source`` names a hub repository rather than a local path.
-
-    Args:
-        source: What :func:`read_checkpoint` was given.
-
-    Returns:
-        True for ``hf://...`` and for ``owner/name[@revision]`` not ending like a checkpoint
-        file, when no local file or folder of that name exists.
-    """
-    if not isinstance(source, str) or osp.lexists(osp.expanduser(source)):
-        return False
-    if source.startswith(_PREFIX):
-        return True
-    return bool(_HUB_ID.match(source)) and not source.lower().endswith(_FILE_SUFFIXES)
-
-
-def parse_hub_id(source: str) -> tuple[str, str | None]:
-    """Split a hub id into its repository and its revision.
-
-    Args:
-        source: ``owner/name``, ``owner/name@revision`` (a branch, tag or commit), with or
-            without ``hf://`` before it.
-
-    Returns:
-        ``(repo_id, revision)``; the revision is None where none is given (the repository's
-        default branch).
-
-    Raises:
-        CheckpointError: ``source`` has another form.
-    """
-    match = _HUB_ID.match(source[len(_PREFIX):] if source.startswith(_PREFIX) else source)
-    if match is None:
-        raise CheckpointError(f'{source!r} is not a hub repository id: expected '
-                              f'owner/name or owner/name@revision (after hf:// or not)')
-    return match['repo'], match['revision']
-
 
 def _import_hub(source: str) -> ModuleType:
     try:

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import os.path as osp
+import re
 import stat
 from collections import OrderedDict
 from typing import BinaryIO
@@ -26,8 +27,6 @@ import torch
 
 from ..errors import CheckpointError
 from .decode import decode_torch_file
-from .download import download_with_config, is_url
-from .hub import fetch_hub_files, is_hub_id
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
@@ -36,6 +35,57 @@ _SPECIAL_ROOTS = ('/proc/', '/sys/', '/dev/')
 _SAFETENSORS_HEADER_LIMIT = 100 << 20
 #: A CvT config.json is about 2 kB.
 _CONFIG_LIMIT = 1 << 20
+
+
+# --------------------------------------------------------------------------- sources
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an ``http://`` or ``https://`` URL."""
+    return isinstance(source, str) and source.startswith(('http://', 'https://'))
+
+
+_PREFIX = 'hf://'
+_HUB_ID = re.compile(r'^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)'
+                     r'(?:@(?P<revision>[^\s@]+))?$')
+#: Without ``hf://``, names ending so are taken for local checkpoint files.
+_FILE_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt', '.tar')
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether ``source`` names a hub repository rather than a local path.
+
+    Args:
+        source: What :func:`read_checkpoint` was given.
+
+    Returns:
+        True for ``hf://...`` and for ``owner/name[@revision]`` not ending like a checkpoint
+        file, when no local file or folder of that name exists.
+    """
+    if not isinstance(source, str) or osp.lexists(osp.expanduser(source)):
+        return False
+    if source.startswith(_PREFIX):
+        return True
+    return bool(_HUB_ID.match(source)) and not source.lower().endswith(_FILE_SUFFIXES)
+
+
+def parse_hub_id(source: str) -> tuple[str, str | None]:
+    """Split a hub id into its repository and its revision.
+
+    Args:
+        source: ``owner/name``, ``owner/name@revision`` (a branch, tag or commit), with or
+            without ``hf://`` before it.
+
+    Returns:
+        ``(repo_id, revision)``; the revision is None where none is given (the repository's
+        default branch).
+
+    Raises:
+        CheckpointError: ``source`` has another form.
+    """
+    match = _HUB_ID.match(source[len(_PREFIX):] if source.startswith(_PREFIX) else source)
+    if match is None:
+        raise CheckpointError(f'{source!r} is not a hub repository id: expected '
+                              f'owner/name or owner/name@revision (after hf:// or not)')
+    return match['repo'], match['revision']
 
 
 # --------------------------------------------------------------------------- local files
@@ -256,7 +306,10 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
         data = bytes(source)
         return _place(_read_stream(io.BytesIO(data), len(data), 'from memory', None),
                       map_location)
+    # The network readers are imported where a network source is read: `import cvt_backbone`
+    # loads no network code.
     if is_url(source):
+        from .download import download_with_config
         path, config = download_with_config(source)
         checkpoint = read_checkpoint(path, map_location)
         if config is not None and isinstance(checkpoint, dict) and 'meta' not in checkpoint:
@@ -265,6 +318,7 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
                                    'source': source}}
         return checkpoint
     if is_hub_id(source):
+        from .hub import fetch_hub_files
         config, weights = fetch_hub_files(source, TRANSFORMERS_WEIGHTS)
         try:
             return read_transformers_files(config, weights, map_location)

@@ -33,9 +33,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
-from ..checkpoint import atomic_write_bytes, atomic_write_text, check_checkpoint_fits
+from ..checkpoint import check_checkpoint_fits
 from ..checkpoint.loading import check_dataset_meta
-from ..checkpoint.write import TMP_SUFFIX
+from ..checkpoint.write import TMP_SUFFIX, atomic_write_bytes, atomic_write_text
 from ..errors import CheckpointError
 from .loading import FILE_CLAIMS
 

@@ -35,8 +35,8 @@ from mmengine.registry import HOOKS
 from mmengine.runner import CheckpointLoader
 
 from ..checkpoint.convert import canonical_checkpoint
-from ..checkpoint.download import download, is_url
-from ..checkpoint.read import read_checkpoint
+from ..checkpoint.download import download
+from ..checkpoint.read import is_url, read_checkpoint
 from ..errors import CheckpointError
 
 #: Config text in a checkpoint, and who would run it as Python (``Config.fromstring``).

@@ -28,7 +28,7 @@ import torch
 
 from cvt_backbone import CheckpointError, CvT, read_checkpoint
 from cvt_backbone.checkpoint.convert import to_cvt_keys
-from cvt_backbone.checkpoint.hub import is_hub_id, parse_hub_id
+from cvt_backbone.checkpoint.read import is_hub_id, parse_hub_id
 from tests.checkpoint import crafted
 from tests.helpers import ENV, PORTABLE, port_of, randomize_norms
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from cvt_backbone import CheckpointError, read_checkpoint
-from cvt_backbone.checkpoint import atomic_save_safetensors, download
+from cvt_backbone.checkpoint import download
 from cvt_backbone.checkpoint.download import cache_path
+from cvt_backbone.checkpoint.write import atomic_save_safetensors
 from tests.helpers import serve
 
 

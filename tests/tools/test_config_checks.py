@@ -113,12 +113,13 @@ def test_output_channels_follow_out_indices():
     assert cvt_output_channels(dict(type=CvT, arch=TINY)) == [16, 32, 48]
 
 
-def test_missing_data_is_named_with_where_the_layouts_are(tmp_path):
-    """A COCO-style config and mmpretrain's ImageNet (a ``split`` folder under its root)."""
+def test_a_missing_imagenet_split_is_named_with_where_the_layouts_are(tmp_path):
+    """mmpretrain's ImageNet reads a ``split`` folder under its root."""
     cfg = Config.fromfile(str(ROOT / 'configs' / 'cvt' / 'cvt-13_8xb256_in1k-224px.py'))
     (tmp_path / 'imagenet').mkdir()
     cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path / 'imagenet')
-    with pytest.raises(FileNotFoundError, match=r"train_dataloader\.dataset\.dataset\.split: '.*imagenet/"
-                                                r"train' does not exist\. Data layouts for COCO, "
-                                                r'ADE20K and ImageNet: docs/training\.md'):
+    with pytest.raises(FileNotFoundError, match=r"^train_dataloader\.dataset\.dataset\.split: "
+                                                r"'.*imagenet/train' does not exist\. Data "
+                                                r'layouts for COCO, ADE20K and ImageNet: '
+                                                r'docs/training\.md'):
         check_data_paths(cfg, ('train_dataloader', ))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cvt_backbone.analysis.models import build_config_model
-from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.checkpoint.write import atomic_save
 from cvt_backbone.demo.helpers import read_losses
 from cvt_backbone.demo.picture import DPI, PANEL_INCHES, DemoModels, draw_demo_picture
 from cvt_backbone.demo.progress import StepProgress, follow, parse_log_line

@@ -20,7 +20,7 @@ import torch
 
 from cvt_backbone import CvT
 from cvt_backbone.analysis.models import build_config_model, load_model_weights
-from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.checkpoint.write import atomic_save
 from cvt_backbone.deploy.onnx import (
     DEPLOY_PACKAGES,
     TOLERANCE,

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from cvt_backbone.analysis.models import build_config_model
-from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.checkpoint.write import atomic_save
 from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import ENV, ROOT, run_tool
 from tests.tools.infer_worker import run as run_inferencer

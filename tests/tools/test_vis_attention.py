@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cvt_backbone.analysis.models import build_config_model
-from cvt_backbone.checkpoint import atomic_save
+from cvt_backbone.checkpoint.write import atomic_save
 from tests.helpers import ENV, ROOT, run_tool
 
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end

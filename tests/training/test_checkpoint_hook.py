@@ -114,7 +114,7 @@ def test_a_one_cycle_schedule_is_saved_as_data_and_resumes(tmp_path):
     back, and a scheduler given it anneals as before."""
     from mmengine.optim.scheduler import OneCycleLR
 
-    from cvt_backbone.checkpoint import atomic_save
+    from cvt_backbone.checkpoint.write import atomic_save
     from cvt_backbone.training import SafeCheckpointHook
 
     def scheduler():

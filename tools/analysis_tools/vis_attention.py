@@ -22,7 +22,7 @@ import numpy as np
 
 from attention_maps import AttentionMaps, attention_maps, draw_heat_map, load_backbone
 from cvt_backbone import ConfigError
-from cvt_backbone.checkpoint import atomic_write_bytes
+from cvt_backbone.checkpoint.write import atomic_write_bytes
 from cvt_backbone.errors import run_main
 
 

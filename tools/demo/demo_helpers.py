@@ -6,7 +6,8 @@ import json
 import os.path as osp
 from collections import defaultdict
 
-from cvt_backbone.checkpoint import CheckpointError, atomic_save, read_checkpoint, unwrap_state_dict
+from cvt_backbone.checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict
+from cvt_backbone.checkpoint.write import atomic_save
 
 
 def latest_checkpoint(work_dir: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cvt_backbone.checkpoint import atomic_write_bytes
+from cvt_backbone.checkpoint.write import atomic_write_bytes
 
 #: The attention-map tool the classification rows show the output of.
 VIS_ATTENTION = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'analysis_tools',

@@ -28,7 +28,8 @@ import torch.nn as nn
 
 from cvt_backbone import CvT
 from cvt_backbone.apis import DEFAULT_SHAPES, build_model, load_checkpoint
-from cvt_backbone.checkpoint import atomic_write_bytes, load_cvt_weights
+from cvt_backbone.checkpoint import load_cvt_weights
+from cvt_backbone.checkpoint.write import atomic_write_bytes
 
 #: What ``--dynamic`` makes dynamic: input axis -> name.
 DYNAMIC_AXES = {0: 'batch', 2: 'height', 3: 'width'}

@@ -39,8 +39,6 @@ import torch
 
 from cvt_backbone import CheckpointError, CvT
 from cvt_backbone.checkpoint import (
-    atomic_save,
-    atomic_save_safetensors,
     diff_on_meta,
     from_classifier_keys,
     read_checkpoint,
@@ -53,6 +51,7 @@ from cvt_backbone.checkpoint.convert import (
     arch_from_state_dict,
     arch_from_transformers_config,
 )
+from cvt_backbone.checkpoint.write import atomic_save, atomic_save_safetensors
 from cvt_backbone.errors import run_main
 
 
