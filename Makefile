@@ -1,7 +1,8 @@
 # The commands of README.md. Each sets up its environment first (skipping finished steps).
 #   make demo       the demo, in the newest environment (.venv/); make demo SEED=1: another seed
-#   make test       the whole suite in the newest environment (.venv/), then the suite of
-#                   OLDEST_TESTS in the oldest one (.venv-oldest/, torch 2.1.2); .ci/run runs it
+#   make test       lint (ruff, pyproject.toml) and the whole suite in the newest environment
+#                   (.venv/), then the suite of OLDEST_TESTS in the oldest one (.venv-oldest/,
+#                   torch 2.1.2); .ci/run runs it
 #   make test-fast  the newest environment's suite without the tests marked slow (tool
 #                   subprocesses, training runs, the demo)
 PY := .venv/bin/python
@@ -11,11 +12,10 @@ OLDEST_PY := .venv-oldest/bin/python
 # fast path and its equivalence with the transformers port; every config; exact resume. The
 # tools end to end (the demo, inference, the tools' errors and output, the converter's
 # command, export, analysis) run in the newest environment only.
-OLDEST_TESTS := tests/test_registration.py tests/test_versions.py tests/checkpoint \
-	tests/models/test_cvt.py tests/models/test_ops.py tests/models/test_equivalence.py \
-	tests/configs tests/engine/test_resume.py
+OLDEST_TESTS := tests/test_registration.py tests/test_versions.py tests/test_imports.py \
+	tests/checkpoint tests/models tests/configs tests/training
 
-.PHONY: setup setup-oldest demo test test-fast test-newest test-oldest
+.PHONY: setup setup-oldest demo test test-fast test-newest test-oldest lint
 
 setup:
 	bash tools/setup_env.sh newest
@@ -28,10 +28,13 @@ demo: setup
 
 test: test-newest test-oldest
 
-test-fast: setup
+lint: setup
+	$(PY) -m ruff check .
+
+test-fast: lint
 	$(PY) -m pytest -m "not slow" tests
 
-test-newest: setup
+test-newest: lint
 	$(PY) -m pytest tests
 
 test-oldest: setup-oldest

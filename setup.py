@@ -53,6 +53,7 @@ setup(
         'tests': [
             'pytest>=7',
             'hypothesis>=6',
+            'ruff>=0.6',  # the lint step of `make test` (pyproject.toml)
             # an independent CvT (CvtModel) to compare against; newer releases break
             # `import mmpretrain.models` (docs/get_started.md, "Supported versions").
             'transformers>=4.44,<=4.51.3',

@@ -149,6 +149,20 @@ def serve(folder: Path) -> Iterator[str]:
 DEMO_CLS_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
 
 
+def published_weights() -> list[dict]:
+    """The published weights as ``configs/cvt/metafile.yml`` lists them: ``name``, ``arch``,
+    ``resolution``, ``repo`` (the hub repository), ``url`` (its ``pytorch_model.bin``),
+    ``top1``, ``config``."""
+    import yaml
+    models = yaml.safe_load((ROOT / 'configs' / 'cvt' / 'metafile.yml').read_text())['Models']
+    return [dict(name=m['Name'], arch=m['Name'].split('_')[0],
+                 resolution=m['Metadata']['Resolution'], repo=m['Weights'][len('hf://'):],
+                 url=f"https://huggingface.co/{m['Weights'][len('hf://'):]}/resolve/main/"
+                     f'pytorch_model.bin',
+                 top1=m['Results'][0]['Metrics']['Top 1 Accuracy'], config=m['Config'])
+            for m in models if m.get('Weights')]
+
+
 def tiny_cls_config(path: Path, data_root: Path, extra: str = '', max_epochs: int = 2,
                     batch_size: int = 8) -> Path:
     """A config inheriting the demo classifier's: tiny data, a checkpoint every epoch, no

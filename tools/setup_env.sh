@@ -23,11 +23,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME="${1:-newest}"
 case "$NAME" in
-  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,deploy,openvino,mmdeploy
+  newest) VENV="$ROOT/.venv"; CXX_STD=c++20; BUILD_TOOLS=('setuptools>=77,<81'); EXTRAS=all,tests,hub,deploy,openvino,mmdeploy
     NO_DEPS=(mmdeploy) ;;
   # torch 2.1's cpp_extension imports pkg_resources.packaging, which setuptools 70 removed
   # (no [deploy]: the ONNX tools need the exporter of a recent torch, and run in newest only)
-  oldest) VENV="$ROOT/.venv-oldest"; CXX_STD=c++17; BUILD_TOOLS=('setuptools>=60,<70'); EXTRAS=all,tests
+  oldest) VENV="$ROOT/.venv-oldest"; CXX_STD=c++17; BUILD_TOOLS=('setuptools>=60,<70'); EXTRAS=all,tests,hub
     NO_DEPS=() ;;
   *) echo "usage: $0 [newest|oldest]" >&2; exit 2 ;;
 esac

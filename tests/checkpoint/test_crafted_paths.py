@@ -77,7 +77,7 @@ def test_special_files_are_refused_at_once(tmp_path):
 
 @pytest.fixture(scope='module')
 def demo_data(tmp_path_factory):
-    from cvt_backbone.demo.shapes import make_classification_set
+    from demo_shapes import make_classification_set
     data = tmp_path_factory.mktemp('data') / 'shapes_cls'
     make_classification_set(str(data), num_train=4, num_val=4, size=32)
     return data

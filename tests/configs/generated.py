@@ -17,7 +17,7 @@ from pathlib import Path
 from mmengine.config import Config
 from PIL import Image
 
-from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
+from demo_shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import TINY
 
 #: Images per split: two iterations of batch 2 per epoch.

@@ -25,7 +25,7 @@ import torch
 from mmengine.config import Config
 
 from cvt_backbone.checkpoint import read_checkpoint
-from cvt_backbone.demo.shapes import make_classification_set, make_scene_set
+from demo_shapes import make_classification_set, make_scene_set
 from tests.configs.generated import small, write_coco, write_image_folders, write_segmentation
 from tests.helpers import ENV, ROOT
 
@@ -67,7 +67,7 @@ def small_config(path: str, folder: Path, narrow: bool = True, extra: dict | Non
     """``path`` made small (:func:`~tests.configs.generated.small`), written into ``folder``.
 
     An iteration-valued warm-up in an epoch-based loop (mmdet's 500 iterations) would not fit
-    in a run on 4 images (``tools/train.py`` says so, see ``tests/engine/test_schedule.py``):
+    in a run on 4 images (``tools/train.py`` says so, see ``tests/tools/test_schedule_fitting.py``):
     here it lasts as many iterations as the loop has epochs.
     """
     cfg = small(Config.fromfile(str(ROOT / path)), narrow)

@@ -16,8 +16,7 @@ from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cvt_backbone import CvT  # importing the package registers CvT
-from cvt_backbone.checkpoint.zoo import PUBLISHED, url
-from tests.helpers import ROOT
+from tests.helpers import ROOT, published_weights
 
 CONFIG_DIR = ROOT / 'configs' / 'cvt'
 
@@ -93,9 +92,9 @@ def test_official_recipe(name):
     cfg = load_config(name)
     arch, num_classes, weight_decay, epochs, size = RECIPES[name]
     batch = int(re.search(r'_8xb(\d+)_', name)[1])
-    assert cfg.custom_imports == dict(imports=['cvt_backbone', 'cvt_backbone.engine'],
+    assert cfg.custom_imports == dict(imports=['cvt_backbone', 'cvt_backbone.training'],
                                       allow_failed_imports=False)
-    assert cfg.runner_type == 'CvTRunner'
+    assert 'runner_type' not in cfg
 
     model = cfg.model
     assert model.type == 'ImageClassifier'
@@ -110,7 +109,7 @@ def test_official_recipe(name):
                                         dict(type='CutMix', alpha=1.0)]
     assert cfg.data_preprocessor.num_classes == num_classes
     if arch == 'cvt-w24':  # the official drop path 0.3, the preset's default
-        assert 'drop_path_rates' not in model.backbone
+        assert 'drop_path_rate' not in model.backbone
         assert CvT(arch='cvt-w24').stages[2].blocks[-1].drop_path.drop_prob == pytest.approx(0.3)
 
     optimizer = cfg.optim_wrapper.optimizer
@@ -129,7 +128,7 @@ def test_official_recipe(name):
     assert cosine.type == 'CosineAnnealingLR' and cosine.begin == 5 and cosine.eta_min == 1e-5
     assert cfg.train_cfg.max_epochs == epochs
 
-    train = cfg.train_dataloader.dataset.pipeline
+    train = cfg.train_dataloader.dataset.dataset.pipeline
     assert by_type(train, 'RandomResizedCrop')['scale'] == size
     assert {**by_type(train, 'RandAugment'), 'hparams': None} == dict(
         type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
@@ -141,11 +140,11 @@ def test_official_recipe(name):
         assert transform.get('hparams', {}).get('interpolation', 'bicubic') == 'bicubic'
 
     if 'in21k' in name:
-        assert cfg.train_dataloader.dataset.type == 'ImageNet21k'
-        assert cfg.train_dataloader.dataset.data_root == 'data/imagenet21k'
+        assert cfg.train_dataloader.dataset.dataset.type == 'ImageNet21k'
+        assert cfg.train_dataloader.dataset.dataset.data_root == 'data/imagenet21k'
         assert cfg.val_dataloader is None and cfg.test_dataloader is None
         return
-    assert cfg.train_dataloader.dataset.type == 'ImageNet'
+    assert cfg.train_dataloader.dataset.dataset.type == 'ImageNet'
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         test = [t for t in loader.dataset.pipeline if t['type'] not in (
             'LoadImageFromFile', 'PackInputs')]
@@ -165,8 +164,9 @@ def test_warmup_starts_at_1e6():
 
 
 def test_384_training_pipeline_is_the_224_one_with_a_384_crop():
-    p224 = copy.deepcopy(load_config('cvt-13_8xb256_in1k-224px').train_dataloader.dataset.pipeline)
-    p384 = load_config('cvt-13_8xb128_in1k-384px').train_dataloader.dataset.pipeline
+    p224 = copy.deepcopy(load_config('cvt-13_8xb256_in1k-224px').train_dataloader.dataset.dataset
+                         .pipeline)
+    p384 = load_config('cvt-13_8xb128_in1k-384px').train_dataloader.dataset.dataset.pipeline
     by_type(p224, 'RandomResizedCrop')['scale'] = 384
     assert p384 == p224
 
@@ -178,8 +178,8 @@ def test_384_training_pipeline_is_the_224_one_with_a_384_crop():
 ])
 def test_384_configs_start_from_published_weights(name, repo):
     cfg = load_config(name)
-    published = next(p for p in PUBLISHED if p.hub_repo == repo)
-    assert cfg.load_from == url(repo) and cfg.model.backbone.arch == published.arch
+    published = next(p for p in published_weights() if p['repo'] == repo)
+    assert cfg.load_from == published['url'] and cfg.model.backbone.arch == published['arch']
 
 
 def no_decay_officially(name: str, module: nn.Module) -> bool:

@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
+from benchmark_cases import MODELS, Case, default_cases, quick_cases, select
+from benchmark_report import bar_chart, markdown_table, speedups
+from benchmark_runner import Settings, SubprocessRunner, measure
 from cvt_backbone import CvT
-from cvt_backbone.analysis.benchmark.cases import MODELS, Case, default_cases, quick_cases, select
-from cvt_backbone.analysis.benchmark.report import bar_chart, markdown_table, speedups
-from cvt_backbone.analysis.benchmark.runner import Settings, SubprocessRunner, measure
 from tests.helpers import ENV, PORTABLE, ROOT, port_of, randomize_norms
 
 
@@ -81,8 +81,8 @@ def test_measure_a_runtime_running_our_export(model, precision):
     case = Case(model, 'infer', 1, 48, 64, precision=precision, warmup=1, repeats=1)
     settings = Settings('cpu', threads=1, gemm_size=128)
     if precision == 'bf16':
-        from cvt_backbone.deploy.onnx import build_target, export_onnx
         from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+        from onnx_export import build_target, export_onnx
         # the row needs a CPU on which OpenVINO runs bf16; elsewhere it says so
         path = f'{pytest.importorskip("tempfile").mkdtemp()}/m.onnx'
         export_onnx(build_target('cvt-13'), path, (64, 64), dynamic=True)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from cvt_backbone.demo.helpers import read_losses
+from demo_helpers import read_losses
 from tests.helpers import ENV, ROOT
 
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cvt_backbone.analysis.models import build_config_model
+from cvt_backbone.apis import build_model
 from cvt_backbone.checkpoint.write import atomic_save
-from cvt_backbone.demo.helpers import read_losses
-from cvt_backbone.demo.picture import DPI, PANEL_INCHES, DemoModels, draw_demo_picture
-from cvt_backbone.demo.progress import StepProgress, follow, parse_log_line
-from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
+from demo_helpers import read_losses
+from demo_picture import DPI, PANEL_INCHES, DemoModels, draw_demo_picture
+from demo_progress import StepProgress, follow, parse_log_line
+from demo_shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import ROOT
 
 
@@ -99,7 +99,7 @@ def test_demo_picture_is_drawn_large_from_checkpoints(tmp_path):
                          ('det', 'mask-rcnn_cvt-tiny_fpn_shapes.py'),
                          ('seg', 'upernet_cvt-tiny_shapes.py')):
         paths[name] = str(ROOT / 'configs' / 'demo' / config)
-        model, _ = build_config_model(paths[name])
+        model, _ = build_model(paths[name])
         meta = {'dataset_meta': {'classes': CLASSES}} if name == 'cls' else {}
         atomic_save({'state_dict': model.state_dict(), 'meta': meta}, tmp_path / f'{name}.pth')
     models = DemoModels(paths['cls'], str(tmp_path / 'cls.pth'), paths['det'],
@@ -114,7 +114,7 @@ def test_demo_picture_is_drawn_large_from_checkpoints(tmp_path):
 
 
 def test_a_dataset_is_current_only_as_the_generator_makes_it_by_default(tmp_path):
-    from cvt_backbone.demo.shapes import SETTINGS_FILE, is_current
+    from demo_shapes import SETTINGS_FILE, is_current
 
     assert not is_current(str(tmp_path / 'missing'), make_scene_set)
     make_scene_set(str(tmp_path / 'small'), num_train=2, num_val=1)

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from cvt_backbone import CvT
-from cvt_backbone.analysis.models import build_config_model, load_model_weights
+from cvt_backbone.apis import build_model, load_checkpoint
 from cvt_backbone.checkpoint.write import atomic_save
-from cvt_backbone.deploy.onnx import (
+from onnx_export import (
     DEPLOY_PACKAGES,
     TOLERANCE,
     ExportError,
@@ -152,7 +152,7 @@ def test_detector_config_exports_backbone_and_neck(tmp_path):
     assert target.output_names == [f'feat{i}' for i in range(5)]  # FPN's five levels
     path = tmp_path / 'det.onnx'
     export_onnx(target, str(path), (64, 64), dynamic=True)
-    model, _ = build_config_model(str(DET_CONFIG))
+    model, _ = build_model(str(DET_CONFIG))
     model.backbone.switch_to_deploy()
     model.load_state_dict(target.module.model.state_dict())
     assert_onnx_matches(path, lambda x: tuple(model.neck(model.backbone(x))))
@@ -170,7 +170,7 @@ def run_export_tool(*args, env: dict = ENV) -> subprocess.CompletedProcess:
 def classifier_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The tool on the demo classifier, with a checkpoint written here."""
     tmp = tmp_path_factory.mktemp('export_tool')
-    model, _ = build_config_model(str(CLS_CONFIG))
+    model, _ = build_model(str(CLS_CONFIG))
     randomize_norms(model.backbone, 1)
     atomic_save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'cls.pth')
     return tmp, run_export_tool(CLS_CONFIG, tmp / 'cls.onnx', '--checkpoint', tmp / 'cls.pth',
@@ -217,8 +217,8 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
     second = checks[1].split('onnxruntime at 1x3x')[1].split(':')[0]
     h, w = map(int, second.split('x'))
     assert h != w and h % 16 and w % 16
-    model, _ = build_config_model(str(CLS_CONFIG))
-    load_model_weights(model, str(tmp / 'cls.pth'))
+    model, _ = build_model(str(CLS_CONFIG))
+    load_checkpoint(model, str(tmp / 'cls.pth'))
     assert_onnx_matches(tmp / 'cls.onnx', lambda x: (model(x, mode='tensor'),))
 
 
@@ -239,8 +239,8 @@ def test_tool_writes_and_checks_the_openvino_model(classifier_run):
     else:
         assert not bf16 and 'OpenVINO bf16: not checked' in result.stdout
     # the saved model keeps float32 weights and computes what PyTorch does
-    model, _ = build_config_model(str(CLS_CONFIG))
-    load_model_weights(model, str(tmp / 'cls.pth'))
+    model, _ = build_model(str(CLS_CONFIG))
+    load_checkpoint(model, str(tmp / 'cls.pth'))
     compiled = compile_openvino(str(tmp / 'cls.xml'), 'f32')
     x = torch.randn(3, 3, 70, 90, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

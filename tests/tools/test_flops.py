@@ -8,8 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvt_backbone import CvT
-from cvt_backbone.analysis.flops import count_flops
-from cvt_backbone.analysis.models import build_from_config
+from cvt_backbone.apis import tensor_forward
+from flops import count_flops
 from tests.helpers import ROOT
 
 GET_FLOPS = ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
@@ -69,7 +69,7 @@ def test_detector_config_counts_backbone_neck_and_heads(tmp_path):
         f"model = dict(backbone=dict(_delete_=True, type='CvT', arch={TINY!r}),\n"
         "             neck=dict(in_channels=[16, 32, 48], num_outs=5),\n"
         "             test_cfg=dict(rpn=dict(nms_pre=100, max_per_img=10)))\n")
-    model, inputs, scope = build_from_config(str(config), (64, 96))
+    model, inputs, scope = tensor_forward(str(config), (64, 96))
     assert scope == 'mmdet' and inputs.shape == (1, 3, 64, 96)
     count = count_flops(model, inputs)
     backbone = count_flops(model.model.backbone, inputs)
@@ -82,4 +82,4 @@ def test_config_without_toolbox_scope_is_refused(tmp_path):
     config = tmp_path / 'bare.py'
     config.write_text("model = dict(type='CvT')\n")
     with pytest.raises(ValueError, match='default_scope'):
-        build_from_config(str(config))
+        tensor_forward(str(config))

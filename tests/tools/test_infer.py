@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvt_backbone.analysis.models import build_config_model
+from cvt_backbone.apis import build_model
 from cvt_backbone.checkpoint.write import atomic_save
-from cvt_backbone.demo.shapes import CLASSES, make_classification_set, make_scene_set
+from demo_shapes import CLASSES, make_classification_set, make_scene_set
 from tests.helpers import ENV, ROOT, run_tool
 from tests.tools.infer_worker import run as run_inferencer
 
@@ -42,7 +42,7 @@ REAL = {
 def write_checkpoint(config: Path, path: Path, meta: dict) -> None:
     """The config's freshly built model, saved as ``{'state_dict', 'meta'}``."""
     torch.manual_seed(0)
-    model, _ = build_config_model(str(config))
+    model, _ = build_model(str(config))
     atomic_save({'state_dict': model.state_dict(), 'meta': meta}, path)
 
 

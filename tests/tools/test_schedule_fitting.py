@@ -1,5 +1,6 @@
-"""A shortened training loop gets a schedule of the same shape, on any number of iterations
-per epoch, or one line saying what to set.
+"""A training loop that ``--cfg-options`` shortened gets a schedule of the same shape from
+``tools/train.py``, on any number of iterations per epoch; what still does not fit is clipped
+as MMEngine's Runner would, and the log line says so.
 
 The schedulers are built with MMEngine's own builder on a one-parameter optimizer and
 stepped as its ``ParamSchedulerHook`` steps them: iteration-based ones after every
@@ -15,9 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import PARAM_SCHEDULERS
 
-import cvt_backbone.engine  # noqa: F401  (the Runner that fits the schedule)
-from cvt_backbone.engine import ConfigError, prepare_config
-from cvt_backbone.engine.config import fit_schedule
+from schedule_fitting import fit_runner_schedule, fit_schedule, shortened_from
 from tests.helpers import ROOT
 
 BASE_LR = 1.0
@@ -158,44 +157,39 @@ def test_a_schedule_that_fits_is_left_as_it_is():
     assert said is None and fitted == schedule
 
 
-def test_a_warm_up_longer_than_the_run_names_what_to_set():
+def test_a_warm_up_longer_than_the_run_is_clipped_and_said():
     schedule, _ = config_schedule('configs/mask_rcnn/mask-rcnn_cvt-13_fpn_1x_coco.py')
-    with pytest.raises(ConfigError, match=r'^param_scheduler\[0\] \(LinearLR, iterations 0\.\.1000'
-                       r'\) in this run of 84 iterations \(7 per epoch\) would end at iteration '
-                       r'1000, after the end of training: set param_scheduler\.0\.end \(or train '
-                       r'longer\)$'):
-        fit_schedule(schedule, 7, 84)
+    assert schedule[0]['type'] == 'LinearLR' and schedule[0]['end'] == 1000  # iterations
+    fitted, said = fit_schedule(schedule, 7, 84, 7 * 12 * 2)  # 12 epochs of 14 iterations, as 6
+    assert fitted[0]['end'] == 84 and '[0] clipped to the end of training' in said
+    assert all(s['begin'] < s.get('end', 84) <= 84 for s in fitted)
 
 
-def test_more_schedulers_than_iterations_name_what_to_set():
+def test_a_scheduler_that_begins_after_the_end_is_left_out_and_said():
     schedule = [dict(type='LinearLR', by_epoch=True, begin=0, end=1),
                 dict(type='ConstantLR', by_epoch=True, begin=1, end=2),
                 dict(type='CosineAnnealingLR', by_epoch=True, begin=2, end=8)]
-    with pytest.raises(ConfigError, match=r'param_scheduler\[1\] \(ConstantLR, epochs 1\.\.2\) '
-                       r'in this run of 2 iterations \(1 per epoch, shortened by 0\.25\) would '
-                       r'begin at iteration 1, with no iteration left before its end: set '
-                       r'param_scheduler\.1\.begin and \.end'):
-        fit_schedule(schedule, 1, 2, 8)
+    fitted, said = fit_schedule(schedule, 1, 2, 8)
+    assert fitted == []  # nothing of them spans two iterations of this run
+    assert '[1] ConstantLR epochs 1..2 left out (it begins after the end of training)' in said
 
 
-def test_prepare_config_keeps_the_length_the_schedule_was_written_for():
-    original = Config.fromfile(ROOT / 'configs/demo/cvt-tiny_shapes-cls.py')
-    written = original.train_cfg.max_epochs
-    cfg = copy.deepcopy(original)
+def test_a_shortened_loop_is_told_from_the_config_it_came_from():
+    written = Config.fromfile(ROOT / 'configs/demo/cvt-tiny_shapes-cls.py')
+    cfg = copy.deepcopy(written)
     cfg.train_cfg.max_epochs = 2
-    prepare_config(cfg, 'x.py', original=original)
-    assert written > 2 and cfg.schedule_length == dict(max_epochs=written)
-    assert cfg.param_scheduler == original.param_scheduler  # fitted by the Runner
-    same = copy.deepcopy(original)
-    prepare_config(same, 'x.py', original=original)
-    assert 'schedule_length' not in same
+    assert shortened_from(cfg, written) == ('epoch', written.train_cfg.max_epochs)
+    assert shortened_from(written, written) is None
+    longer = copy.deepcopy(written)
+    longer.train_cfg.max_epochs = 100
+    assert shortened_from(longer, written) is None
 
 
-def test_the_runner_builds_the_fitted_schedule(tmp_path):
-    """The Runner of the tools fits the schedule once the data's length is known."""
+def test_the_runners_schedule_is_fitted_before_it_trains(tmp_path):
+    """MMEngine's own Runner, its scheduler configs fitted as tools/train.py does once the
+    data's length is known."""
     from mmengine.model import BaseModel
-
-    from cvt_backbone.engine.runner import CvTRunner
+    from mmengine.runner import Runner
 
     class Model(BaseModel):
         def __init__(self):
@@ -205,7 +199,7 @@ def test_the_runner_builds_the_fitted_schedule(tmp_path):
         def forward(self, *inputs, mode='loss'):
             return dict(loss=(self.weight - torch.cat(inputs).mean()) ** 2)
 
-    runner = CvTRunner(
+    runner = Runner(
         model=Model(), work_dir=str(tmp_path),
         train_dataloader=dict(dataset=[torch.ones(1)] * 3, batch_size=1, collate_fn=list,
                               sampler=dict(type='DefaultSampler', shuffle=False)),
@@ -214,8 +208,8 @@ def test_the_runner_builds_the_fitted_schedule(tmp_path):
         param_scheduler=[dict(type='LinearLR', start_factor=1e-6 / 2e-3, by_epoch=True, end=5,
                               convert_to_iter_based=True),
                          dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5)],
-        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=1)),
-        cfg=dict(schedule_length=dict(max_epochs=300)))
+        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=1)))
+    fit_runner_schedule(runner, ('epoch', 300))
     runner.train()
     assert len(runner.param_schedulers) == 1  # a warm-up of 0.15 iterations: none
     cosine, = runner.param_schedulers

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from cvt_backbone.demo.shapes import make_classification_set
+from demo_shapes import make_classification_set
 from tests.helpers import ENV, ROOT
 
 pytestmark = pytest.mark.slow  # tool subprocesses, end to end

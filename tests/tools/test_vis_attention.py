@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvt_backbone.analysis.models import build_config_model
+from cvt_backbone.apis import build_model
 from cvt_backbone.checkpoint.write import atomic_save
 from tests.helpers import ENV, ROOT, run_tool
 
@@ -22,7 +22,7 @@ TOOL = 'analysis_tools/vis_attention.py'
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, shapes_cls) -> dict:
     tmp = tmp_path_factory.mktemp('vis_attention')
-    model, _ = build_config_model(str(CONFIG))
+    model, _ = build_model(str(CONFIG))
     atomic_save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'cls.pth')
     image = next(shapes_cls.rglob('*.png'))   # 32x32
     args = [CONFIG, tmp / 'cls.pth', image]
