@@ -1,14 +1,15 @@
-"""The install files agree: setup.py's ranges are the ones checked at import, and the two
-tested environments (tools/env/*.txt) are the two ends of them."""
+"""The install files agree: setup.py's ranges are the ones the package checks, the two tested
+environments (tools/env/*.txt) are the two ends of them, the license is the declared one, and
+the README's test command lints."""
 import re
 
 import pytest
 from packaging.requirements import Requirement
 
-from cvt_backbone import versions
+from cvt_backbone import version as versions
 from tests.helpers import ROOT
 
-#: Distribution -> import name, for the packages whose ranges are checked at import.
+#: Distribution -> import name, for the packages whose ranges are checked.
 CHECKED = {dist: name for name, (dist, _, _) in versions.SUPPORTED.items()}
 
 
@@ -38,7 +39,7 @@ def bounds(pairs) -> set[tuple[str, tuple[int, ...]]]:
     return {(op, strip(numbers)) for op, numbers in pairs}
 
 
-def test_setup_py_declares_the_ranges_checked_at_import():
+def test_setup_py_declares_the_ranges_the_package_checks():
     requirements = setup_requirements()
     for dist, name in CHECKED.items():
         declared = bounds((spec.operator, versions.release(spec.version))
@@ -63,3 +64,20 @@ def test_the_oldest_environment_is_the_lower_end_of_each_range():
     for dist, name in CHECKED.items():
         low = versions.SUPPORTED[name][1]
         assert versions.release(oldest[dist])[:len(low)] == low, (dist, oldest[dist], low)
+
+
+def test_the_license_file_is_the_declared_one():
+    assert "license='Apache-2.0'" in (ROOT / 'setup.py').read_text()
+    text = (ROOT / 'LICENSE').read_text()
+    assert text.lstrip().startswith('Apache License') and 'Version 2.0, January 2004' in text
+
+
+def test_the_test_command_lints_before_it_tests():
+    """``make test`` (what the README names and .ci/run calls) runs ruff with the settings of
+    pyproject.toml, pinned in the newest environment."""
+    makefile = (ROOT / 'Makefile').read_text()
+    assert re.search(r'^test-newest: lint$', makefile, re.M)
+    assert re.search(r'^lint: setup\n\t\$\(PY\) -m ruff check \.$', makefile, re.M)
+    assert '[tool.ruff' in (ROOT / 'pyproject.toml').read_text()
+    assert 'ruff' in pins('newest')
+    assert (ROOT / '.ci' / 'run').read_text().strip().endswith('make test')

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from cvt_backbone.deploy.mmdeploy_export import (
+from mmdeploy_check import (
     MMDEPLOY_PACKAGES,
     ExportError,
     match_detections,
