@@ -44,6 +44,34 @@ def training_state() -> dict:
     }
 
 
+def detector_training_state(params: int = 700) -> dict:
+    """What MMEngine saves while training a detector with a CvT-W24 backbone, by structure:
+    ``params`` parameters (each with an AdamW state under an int key), an EMA copy, the
+    message hub's HistoryBuffers, COCO's dataset meta and a scheduler. Every tensor holds
+    one element, so the pickle is nearly all of the file (the hardest case for a budget
+    proportional to the file's size)."""
+    keys = [f'backbone.stages.{i // 60}.blocks.{i % 60}.attn.conv_proj_q.conv.weight'
+            for i in range(params)]
+    weights = collections.OrderedDict((key, torch.zeros(1)) for key in keys)
+    state = {i: {'step': torch.tensor(9e4), 'exp_avg': torch.zeros(1),
+                 'exp_avg_sq': torch.zeros(1)} for i in range(params)}
+    log = {f'train/loss_{i}': HistoryBuffer(list(np.linspace(0, 1, 200)), [1] * 200)
+           for i in range(20)}
+    classes = tuple(f'class_{i}' for i in range(80))
+    return {
+        'meta': {'epoch': 12, 'iter': 90000, 'seed': 42, 'cfg': 'x' * 20000,
+                 'dataset_meta': {'classes': classes, 'palette': [(i, i, i) for i in range(80)]}},
+        'state_dict': weights, 'ema_state_dict': collections.OrderedDict(weights),
+        'optimizer': {'state': state, 'param_groups': [
+            {'lr': 1e-4, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.05,
+             'amsgrad': False, 'params': list(range(params)), 'initial_lr': 1e-4}]},
+        'message_hub': {'log_scalars': log, 'runtime_info': {'epoch': 12, 'eta': np.float64(1)},
+                        'resumed_keys': {'epoch': True}},
+        'param_schedulers': [{'base_lrs': [1e-4], 'last_step': 12, 'gamma': 0.1,
+                              'milestones': collections.Counter([8, 11]), '_last_lr': [1e-5]}],
+    }
+
+
 def _saved(obj: object, legacy: bool = False) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
