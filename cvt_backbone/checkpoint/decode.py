@@ -101,7 +101,7 @@ _TICK = 4096
 #: container costs its empty size and its ``node``; then, by kind, its first table (with
 #: its first item) and each item (:data:`_ITEM_COSTS`). A memo entry costs ``memo`` while
 #: the pickle numbers its entries in order, ``keyed memo`` after.
-_COSTS = {'slot': 12, 'mark': 80, 'node': 192, 'memo': 12, 'keyed memo': 128, 'object': 128,
+_COSTS = {'slot': 12, 'mark': 80, 'node': 224, 'memo': 12, 'keyed memo': 128, 'object': 128,
           'tensor': 1024, 'storage': 512, 'array': 256, 'history': 4096, 'metadata': 512}
 _ITEM_COSTS = {list: (256, 16), tuple: (0, 16), torch.Size: (0, 16), dict: (256, 56),
                Counter: (512, 64), OrderedDict: (256, 104), set: (256, 128),
