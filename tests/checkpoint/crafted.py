@@ -325,7 +325,8 @@ def _text(text: str) -> bytes:
     return b'X' + struct.pack('<I', len(data)) + data
 
 
-def _long(value: int) -> bytes:
+def long1(value: int) -> bytes:
+    """LONG1 of ``value`` (an int of any size, as protocol 2 pickles one)."""
     data = value.to_bytes(value.bit_length() // 8 + 1, 'little', signed=True)
     return b'\x8a' + bytes([len(data)]) + data
 
@@ -374,14 +375,14 @@ def flood(opcode: str, count: int) -> bytes:
 def colliding_int_keys(count: int) -> bytes:
     """A dict of ``count`` int keys ``k * (2**61 - 1)``: every one hashes to 0, so each
     insertion compares with all the keys before it."""
-    return torch_zip(program(b'}(', b''.join(_long(k * HASH_MODULUS) + b'N'
+    return torch_zip(program(b'}(', b''.join(long1(k * HASH_MODULUS) + b'N'
                                              for k in range(1, count + 1)), b'u.'), {})
 
 
 def colliding_key_dicts(keys: int, dicts: int) -> bytes:
     """``keys`` memoised colliding int keys, then ``dicts`` dicts that each hold all of them:
     about ``keys**2 / 2`` comparisons per dict of ``6 x keys`` bytes."""
-    memo = b''.join(_long(k * HASH_MODULUS) + _put(k) + b'0' for k in range(1, keys + 1))
+    memo = b''.join(long1(k * HASH_MODULUS) + _put(k) + b'0' for k in range(1, keys + 1))
     one = b'}(' + b''.join(_get(k) + b'N' for k in range(1, keys + 1)) + b'u'
     return torch_zip(program(memo, b'(', one * dicts, b'l.'), {})
 
@@ -391,7 +392,7 @@ def colliding_float_keys(count: int) -> bytes:
     every ``j`` a float can hold (2**61 is 1 modulo 2**61 - 1), then ``3 + k (2**61 - 1)``."""
     floats = [3.0 * 2.0 ** (61 * j) for j in range(-17, 17) if 0 < 3.0 * 2.0 ** (61 * j)]
     ints = [3 + k * HASH_MODULUS for k in range(max(0, count - len(floats)))]
-    keys = [b'G' + struct.pack('>d', f) for f in floats[:count]] + [_long(i) for i in ints]
+    keys = [b'G' + struct.pack('>d', f) for f in floats[:count]] + [long1(i) for i in ints]
     return torch_zip(program(b'}(', b''.join(key + b'N' for key in keys), b'u.'), {})
 
 
