@@ -35,12 +35,14 @@ never by a walk afterwards. For a file of ``n`` bytes:
   zip directory and the pickle, each record read, each value (strings, ``_codecs.encode``
   results, numpy array copies, tensors, containers and each item they gain), each memo
   entry and stack slot, at the sizes of :data:`_COSTS` and :data:`_ITEM_COSTS`;
-* work: ``WORK_PER_BYTE * n + WORK_BASE`` steps beyond one per opcode: the items each
-  marked opcode moves, the length of each ``str`` or ``bytes`` key inserted (equal keys
-  are compared in full), and for each int, float, bool or ``None`` key as many steps as its
-  container already has such keys (their hashes are predictable, so they may all collide);
+* work: ``WORK_PER_BYTE * n + WORK_BASE`` steps beyond one per opcode: one per item a
+  marked opcode moves or a call reads (a Counter's counts, a state dict's metadata), one
+  per character of each string a call reads (``_codecs.encode``, storage keys) and of each
+  ``str`` or ``bytes`` key inserted (equal keys are compared in full), and for each int,
+  float, bool or ``None`` key as many steps as its container already has such keys (their
+  hashes are predictable, so they may all collide);
 * time: a deadline of ``SECONDS_BASE + SECONDS_PER_BYTE * n``, a backstop checked every
-  :data:`_TICK` opcodes;
+  :data:`_TICK` opcodes (which number at most the pickle's bytes);
 * the decoded tree, counting every shared reference: at most ``VALUES_PER_BYTE`` values per
   pickle byte plus ``VALUES_BASE``, and ``DATA_PER_BYTE * n + DATA_BASE`` bytes of tensor and
   array data. A container's weight and height grow as items are added; it is sealed when
@@ -85,10 +87,8 @@ MAX_INT_BITS = 1024
 #: Keys of one dict, set, frozenset or Counter that may be int, float, bool or None (an
 #: optimizer state of a CvT-W24 detector has about 700 int keys).
 MAX_PREDICTABLE_KEYS = 1024
-#: The budgets of a read of a file of ``n`` bytes (see the module docstring and
-#: docs/decoder_budgets.md): memory ``64 n + 64 MiB`` bytes, work ``16 n + 2**24`` steps,
-#: a deadline of ``10 s + 10 us x n``, a tree of ``4 x pickle bytes + 10**5`` values and
-#: ``4 n + 1 MiB`` bytes of tensor and array data.
+#: The budgets of a read, each ``PER_BYTE x size + BASE`` (see the module docstring; the
+#: measurements behind them are in docs/decoder_budgets.md).
 MEMORY_PER_BYTE, MEMORY_BASE = 64, 64 << 20
 WORK_PER_BYTE, WORK_BASE = 16, 1 << 24
 SECONDS_PER_BYTE, SECONDS_BASE = 1e-5, 10.0
@@ -383,7 +383,7 @@ class _Machine:
         self.budget.spend(each * count + (first if count and not node.value else 0),
                           f'{kind.__name__} items')
 
-    def tuple(self, items: list, kind: type = tuple) -> tuple:
+    def new_tuple(self, items: list, kind: type = tuple) -> tuple:
         """A new tuple (or torch.Size) of ``items``."""
         self.budget.spend(_EMPTY_SIZES[kind] + _COSTS['node'] + _ITEM_COSTS[kind][1]
                           * len(items), f'a {kind.__name__}')
@@ -393,7 +393,7 @@ class _Machine:
         self.nodes[id(value)] = node
         return value
 
-    def frozenset(self, items: Iterable) -> frozenset:
+    def new_frozenset(self, items: Iterable) -> frozenset:
         """A new frozenset of ``items`` (built as a set, then frozen)."""
         node = self.new(set)
         self.add_keys(node, items)
@@ -526,9 +526,9 @@ class _Machine:
         self.stack = self.marks.pop()
         self.budget.step(len(items), f'the items of {name}')
         if name == 'TUPLE':
-            self.push(self.tuple(items))
+            self.push(self.new_tuple(items))
         elif name == 'FROZENSET':
-            self.push(self.frozenset(items))
+            self.push(self.new_frozenset(items))
         elif name == 'LIST':
             node = self.new(list)
             self.extend(node, items)
@@ -547,7 +547,7 @@ class _Machine:
     def op_empty(self, name: str, _: object) -> None:
         """EMPTY_LIST, EMPTY_DICT, EMPTY_SET, EMPTY_TUPLE."""
         if name == 'EMPTY_TUPLE':
-            self.push(self.tuple([]))
+            self.push(self.new_tuple([]))
         else:
             self.push(self.new(_EMPTY[name]).value)
 
@@ -558,7 +558,7 @@ class _Machine:
             raise IndexError(name)
         items = [_resolve(item) for item in self.stack[-count:]]
         del self.stack[-count:]
-        self.push(self.tuple(items))
+        self.push(self.new_tuple(items))
 
     def op_append(self, name: str, _: object) -> None:
         item = _resolve(self.stack.pop())
@@ -778,7 +778,7 @@ def _collection(kind: type) -> Callable[[_Machine, tuple], object]:
         if type(items) not in (list, tuple):
             raise _Refused(f'{kind.__name__} was built from {_describe(items)}')
         if kind is frozenset:
-            return m.frozenset(items)
+            return m.new_frozenset(items)
         node = m.new(set)
         m.add_keys(node, items)
         return node.value
@@ -827,7 +827,7 @@ def _encode(m: _Machine, args: tuple) -> bytes:
 
 
 def _size(m: _Machine, args: tuple) -> torch.Size:
-    return m.tuple(list(_ints(_args(args, 'torch.Size', 1, 1)[0], 'size')), torch.Size)
+    return m.new_tuple(list(_ints(_args(args, 'torch.Size', 1, 1)[0], 'size')), torch.Size)
 
 
 #: Every name a checkpoint may use, and what calling it (REDUCE) means; ``None``: a name
