@@ -298,6 +298,7 @@ class _Memo:
         return len(self.listed) if self.keyed is None else len(self.keyed)
 
     def put(self, index: int, value: object) -> None:
+        """Store ``value`` at ``index``, charging the entry first."""
         if self.keyed is None and 0 <= index <= len(self.listed):
             self.budget.spend(_COSTS['memo'], 'memo entries')
             if index == len(self.listed):
@@ -353,6 +354,7 @@ class _Machine:
         raise _Corrupt('the pickle ends before STOP')
 
     def stop(self) -> object:
+        """STOP: the one value left, which must be a checkpoint value all through."""
         if self.marks or len(self.stack) != 1:
             raise _Corrupt(f'the pickle stops with {len(self.stack)} values on its stack')
         value = _resolve(self.stack[0])
@@ -500,23 +502,28 @@ class _Machine:
         self.push(arg, 0 if cached else sys.getsizeof(arg))
 
     def op_constant(self, name: str, _: object) -> None:
+        """NONE, NEWTRUE, NEWFALSE."""
         self.push(_CONSTANTS[name])
 
     def op_framing(self, name: str, _: object) -> None:
         """PROTO and FRAME change nothing."""
 
     def op_mark(self, name: str, _: object) -> None:
+        """MARK: a new stack for the values a marked opcode takes."""
         self.budget.spend(_COSTS['mark'], 'marks')
         self.marks.append(self.stack)
         self.stack = []
 
     def op_pop_mark(self, name: str, _: object) -> None:
+        """POP_MARK: drop the values since the mark."""
         self.stack = self.marks.pop()
 
     def op_pop(self, name: str, _: object) -> None:
+        """POP: drop the value on top."""
         self.stack.pop()
 
     def op_dup(self, name: str, _: object) -> None:
+        """DUP: the value on top, once more."""
         self.push(self.stack[-1])
 
     def op_marked(self, name: str, _: object) -> None:
@@ -561,10 +568,12 @@ class _Machine:
         self.push(self.new_tuple(items))
 
     def op_append(self, name: str, _: object) -> None:
+        """APPEND: the value on top goes at the end of the list below it."""
         item = _resolve(self.stack.pop())
         self.extend(self.target(name, list), [item])
 
     def op_setitem(self, name: str, _: object) -> None:
+        """SETITEM: the key and value on top go into the dict below them."""
         if len(self.stack) < 3:
             raise IndexError(name)
         items = [_resolve(item) for item in self.stack[-2:]]
@@ -577,6 +586,7 @@ class _Machine:
         self.memo.put(len(self.memo) if name == 'MEMOIZE' else arg, value)
 
     def op_get(self, name: str, arg: object) -> None:
+        """GET, BINGET, LONG_BINGET: a memo entry, once more."""
         try:
             value = self.memo.get(arg)
         except KeyError:
@@ -643,6 +653,7 @@ class _Machine:
              else {}) for prefix, entry in entries if type(prefix) is str and type(entry) is dict)
 
     def op_persid(self, name: str, _: object) -> None:
+        """BINPERSID: the storage record a persistent id names."""
         if self.load_storage is None:
             raise _Refused('its pickle refers to a storage where none may be')
         self.push(self.load_storage(self.stack.pop()))
@@ -650,6 +661,7 @@ class _Machine:
 
 # --------------------------------------------------------------------------- what names mean
 def _tensor(m: _Machine, args: tuple, name: str = '_rebuild_tensor_v2') -> torch.Tensor:
+    """A tensor viewing a storage of this read, within its elements."""
     v3 = name.endswith('v3')
     storage, offset, size, stride, requires_grad, hooks, *rest = _args(
         args, name, 6 + v3, 7 + v3)
@@ -677,6 +689,7 @@ def _tensor(m: _Machine, args: tuple, name: str = '_rebuild_tensor_v2') -> torch
 
 
 def _parameter(m: _Machine, args: tuple) -> torch.nn.Parameter:
+    """A Parameter of a plain tensor, with neither hooks nor state."""
     data, requires_grad, hooks = _args(args, '_rebuild_parameter', 3, 3)
     if type(data) is not torch.Tensor or type(requires_grad) is not bool or hooks:
         raise _Refused('a Parameter was rebuilt from something other than a plain tensor')
@@ -686,6 +699,7 @@ def _parameter(m: _Machine, args: tuple) -> torch.nn.Parameter:
 
 
 def _numpy_dtype(m: _Machine, args: tuple) -> _Pending:
+    """``numpy.dtype(name)``, completed by its BUILD."""
     name, align, copy = _args(args, 'numpy.dtype', 1, 3)
     if name not in NUMPY_DTYPES or type(align or False) is not bool \
             or type(copy or False) is not bool:
@@ -696,6 +710,7 @@ def _numpy_dtype(m: _Machine, args: tuple) -> _Pending:
 
 
 def _build_numpy_dtype(m: _Machine, name: str, state: object) -> np.dtype:
+    """The state of a plain numeric dtype: its byte order and nothing else."""
     # A plain numeric dtype pickles (3, byteorder, None, None, None, -1, -1, 0): no
     # subarray, no field names, no fields, no fixed size, alignment or flags.
     if (type(state) is not tuple or len(state) != 8 or state[0] != 3
@@ -709,6 +724,7 @@ def _build_numpy_dtype(m: _Machine, name: str, state: object) -> np.dtype:
 
 
 def _reconstruct(m: _Machine, args: tuple) -> _Pending:
+    """An empty ndarray (never a subclass), completed by its BUILD."""
     subtype, _, _ = _args(args, 'numpy _reconstruct', 3, 3)
     if not isinstance(subtype, _Global) or subtype.key != ('numpy', 'ndarray'):
         raise _Refused(f'numpy _reconstruct was asked for {_describe(subtype)}, not ndarray')
@@ -717,6 +733,7 @@ def _reconstruct(m: _Machine, args: tuple) -> _Pending:
 
 
 def _build_numpy_array(m: _Machine, _: object, state: object) -> np.ndarray:
+    """An array's shape, dtype and bytes: a copy of exactly those bytes."""
     if type(state) is not tuple or len(state) != 5:
         raise _Refused(f'a numpy array has the state {_describe(state)}')
     _, shape, dtype, is_fortran, raw = state
@@ -732,6 +749,7 @@ def _build_numpy_array(m: _Machine, _: object, state: object) -> np.ndarray:
 
 
 def _numpy_scalar(m: _Machine, args: tuple) -> np.generic:
+    """A numpy scalar of a plain dtype, from its bytes."""
     dtype, raw = _args(args, 'numpy scalar', 2, 2)
     if not isinstance(dtype, np.dtype) or type(raw) is not bytes or len(raw) != dtype.itemsize:
         raise _Refused('a numpy scalar is not a plain numeric scalar')
@@ -740,6 +758,7 @@ def _numpy_scalar(m: _Machine, args: tuple) -> np.generic:
 
 
 def _build_history_buffer(m: _Machine, _: object, state: object) -> object:
+    """MMEngine's HistoryBuffer from the state it writes: two 1-D arrays of equal length."""
     from mmengine.logging import HistoryBuffer
 
     if type(state) is not dict or len(state) != 4 or set(state) != {
@@ -786,6 +805,7 @@ def _collection(kind: type) -> Callable[[_Machine, tuple], object]:
 
 
 def _counter(m: _Machine, args: tuple) -> Counter:
+    """``Counter(counts)`` of a dict of int counts."""
     counts, = _args(args, 'Counter', 0, 1)
     counts = {} if counts is None else counts
     if type(counts) is not dict:
@@ -818,6 +838,7 @@ def _only(name: str, arity: int, make: Callable, *types: type
 
 
 def _encode(m: _Machine, args: tuple) -> bytes:
+    """``_codecs.encode(text, 'latin1')``: how protocol 2 pickles bytes."""
     text, encoding = _args(args, '_codecs.encode', 2, 2)
     if type(text) is not str or encoding != 'latin1':
         raise _Refused('_codecs.encode may only turn latin1 text into bytes')
@@ -827,6 +848,7 @@ def _encode(m: _Machine, args: tuple) -> bytes:
 
 
 def _size(m: _Machine, args: tuple) -> torch.Size:
+    """``torch.Size(sizes)``."""
     return m.new_tuple(list(_ints(_args(args, 'torch.Size', 1, 1)[0], 'size')), torch.Size)
 
 
@@ -903,6 +925,7 @@ class _Bounded:
 
 
 def _read_into(stream: BinaryIO, buffer: bytearray) -> None:
+    """Fill ``buffer`` from ``stream``, in chunks."""
     view, done = memoryview(buffer), 0
     while done < len(buffer):
         chunk = stream.read(min(_CHUNK, len(buffer) - done))
@@ -965,6 +988,7 @@ def _local_sizes(stream: BinaryIO, record: zipfile.ZipInfo) -> tuple[tuple, list
 
 
 def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], size: int) -> None:
+    """Records as torch.save writes them: unique, stored, sized alike twice, in the file."""
     names = [record.filename for record in records]
     if len(set(names)) != len(names):
         raise _Refused('its zip archive holds two records of the same name')
@@ -988,6 +1012,7 @@ def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], size: int) 
 
 
 def _read_zip(stream: BinaryIO, budget: _Budget) -> object:
+    """The zip format: ``<name>/data.pkl`` and its storage records ``<name>/data/<key>``."""
     archive = _open_zip(stream, budget)
     records = archive.infolist()
     _check_records(stream, records, budget.size)
@@ -1029,6 +1054,8 @@ def _read_zip(stream: BinaryIO, budget: _Budget) -> object:
 
 
 def _read_legacy(stream: BinaryIO, budget: _Budget) -> object:
+    """The legacy format: five pickles (a magic number, the protocol, the system's sizes,
+    the value, its storage keys), then each storage's element count and bytes."""
     size = budget.size
     bounded = _Bounded(stream, size)
 
