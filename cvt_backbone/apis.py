@@ -29,7 +29,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from .checkpoint import check_checkpoint_fits, read_checkpoint, unwrap_state_dict
+from .checkpoint import (canonical_checkpoint, check_checkpoint_fits, read_checkpoint,
+                         unwrap_state_dict)
 from .checkpoint.loading import check_dataset_meta
 from .errors import ConfigError, error_line
 from .version import SUPPORTED, installed_version, supported_range, version_problem, warn_once
@@ -174,7 +175,8 @@ def load_checkpoint(model: nn.Module, source: str) -> dict:
     """Load a whole-model checkpoint into ``model``, safely and completely.
 
     Read with the package's decoder (a file, a ``save_pretrained`` folder, a URL or a hub
-    repository id); keys the model lacks are ignored, as MMEngine does. The checkpoint's
+    repository id); an official or transformers CvT checkpoint takes an mmpretrain
+    classifier's layout; keys the model lacks are ignored, as MMEngine does. The checkpoint's
     ``meta.dataset_meta`` (class names, palette), checked, becomes ``model.dataset_meta``.
 
     Returns:
@@ -186,7 +188,7 @@ def load_checkpoint(model: nn.Module, source: str) -> dict:
             missing keys are named), or carries a malformed ``dataset_meta``.
     """
     label = f'checkpoint {source!r}'
-    checkpoint = read_checkpoint(source)
+    checkpoint = canonical_checkpoint(read_checkpoint(source), label)
     check_checkpoint_fits(model, checkpoint, label)
     meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
