@@ -29,8 +29,12 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from .checkpoint import (canonical_checkpoint, check_checkpoint_fits, read_checkpoint,
-                         unwrap_state_dict)
+from .checkpoint import (
+    canonical_checkpoint,
+    check_checkpoint_fits,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 from .checkpoint.loading import check_dataset_meta
 from .errors import ConfigError, error_line
 from .version import SUPPORTED, installed_version, supported_range, version_problem, warn_once
