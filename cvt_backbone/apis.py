@@ -24,6 +24,7 @@ import os.path as osp
 import re
 from collections.abc import Mapping
 
+import mmcv
 import torch
 import torch.nn as nn
 from mmengine.config import Config
@@ -73,8 +74,6 @@ def check_toolbox(name: str) -> None:
 
 
 def _check_mmcv_ops(needed_by: str) -> None:
-    import mmcv
-    import torch
     problem = version_problem('mmcv')
     if problem:
         warn_once(problem)
