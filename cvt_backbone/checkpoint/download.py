@@ -6,16 +6,18 @@ characters). Four limits bound it, each set by an environment variable
 (:func:`download_limits`):
 
 * ``CVT_DOWNLOAD_TIMEOUT`` (30 s): the connection and every read wait at most this long;
-* ``CVT_DOWNLOAD_DEADLINE`` (3 h): the whole download, headers included, ends by then: a
-  timer shuts its connection down wherever it waits;
-* ``CVT_DOWNLOAD_MIN_RATE`` (32 KiB/s): over every span of twice the timeout, the body
-  arrives at least this fast;
+* ``CVT_DOWNLOAD_DEADLINE`` (3 h): the whole download, headers included, ends by then;
+* ``CVT_DOWNLOAD_MIN_RATE`` (32 KiB/s): over every span of twice the timeout from the request
+  on, the body arrives at least this fast (a trickle of headers, chunk sizes or trailers
+  brings no body, so it is stopped too);
 * ``CVT_DOWNLOAD_MAX_BYTES`` (2 GiB): no more is accepted, announced or not.
 
-Redirects are followed to ``http(s)://`` only, at most :data:`MAX_REDIRECTS` of them. The
-bytes go to a temporary ``.partial`` name that is removed on every failure, on SIGTERM (in
-the main thread; the signal then reaches its previous handler) and, for a process that was
-killed outright, by the next download. Every failure is one :class:`CheckpointError` line.
+A watchdog thread judges the deadline and the rate and shuts the connection down wherever
+the download waits. Redirects are followed to ``http(s)://`` only, at most
+:data:`MAX_REDIRECTS` of them. The bytes go to a temporary ``.partial`` name that is removed
+on every failure, on SIGTERM (in the main thread; the signal then reaches its previous
+handler) and, for a process that was killed outright, by the next download. Every failure is
+one :class:`CheckpointError` line.
 """
 from __future__ import annotations
 
@@ -147,35 +149,59 @@ def check_url(url: str) -> None:
 
 
 # --------------------------------------------------------------------------- the connection
-class _Deadline:
-    """Shuts a download's connections down when its time is up, wherever it waits."""
+class _Watchdog:
+    """Shuts a download's connections down, wherever it waits, when its deadline passes or
+    a span of ``span`` seconds brings less than ``min_rate`` bytes a second.
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
+    The spans run from the request on, so a trickle anywhere (the status line, headers,
+    chunk sizes, trailers or the body) is judged; only body bytes count as arrived.
+    """
+
+    def __init__(self, seconds: float, span: float, min_rate: float) -> None:
+        self.seconds, self.span, self.min_rate = seconds, span, min_rate
+        self.stopped: str | None = None  # why the connections were shut down
+        self._arrived = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self._done.set()
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.append(sock)
-            if self.expired:
+            if self.stopped:
                 self._shut(sock)
 
-    def _expire(self) -> None:
+    def arrived(self, count: int) -> None:
+        """Count ``count`` body bytes toward the current span."""
         with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                self._shut(sock)
+            self._arrived += count
+
+    def _watch(self) -> None:
+        start = span_start = time.monotonic()
+        while not self._done.wait(max(0.0, min(span_start + self.span, start + self.seconds)
+                                      - time.monotonic())):
+            now = time.monotonic()
+            with self._lock:
+                if now >= start + self.seconds:
+                    self.stopped = f'it took more than {self.seconds:g} s in all'
+                elif now >= span_start + self.span:
+                    if self._arrived < self.min_rate * (now - span_start):
+                        self.stopped = (f'{self._arrived} bytes arrived in '
+                                        f'{now - span_start:.1f} s, slower than the '
+                                        f'{self.min_rate:g} bytes/s required')
+                    span_start, self._arrived = now, 0
+                if self.stopped:
+                    for sock in self._sockets:
+                        self._shut(sock)
+                    return
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
@@ -184,20 +210,20 @@ class _Deadline:
 
 
 class _WatchedConnections:
-    """Mixin of the HTTP(S) handlers: every connection they open is under the deadline."""
+    """Mixin of the HTTP(S) handlers: every connection they open is under the watchdog."""
 
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, watchdog: _Watchdog) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.watchdog = watchdog
 
     def do_open(self, http_class: type, req: urllib.request.Request, **kwargs: object
                 ) -> http.client.HTTPResponse:
-        deadline = self.deadline
+        watchdog = self.watchdog
 
         class Connection(http_class):
             def connect(self) -> None:
                 super().connect()
-                deadline.watch(self.sock)
+                watchdog.watch(self.sock)
 
         return super().do_open(Connection, req, **kwargs)
 
@@ -234,12 +260,12 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def _opener(url: str, deadline: _Deadline) -> urllib.request.OpenerDirector:
+def _opener(url: str, watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     """An opener of http(s) only: proxies from the environment, watched connections, checked
     redirects, HTTP errors as exceptions."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                    _HTTPHandler(deadline), _HTTPSHandler(deadline),
+                    _HTTPHandler(watchdog), _HTTPSHandler(watchdog),
                     urllib.request.HTTPDefaultErrorHandler(), _RedirectHandler(url),
                     urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
@@ -306,48 +332,34 @@ def _network_error(err: BaseException, timeout: float) -> str:
 class _Progress:
     """Checks the bytes of one download, as they arrive, against its limits."""
 
-    def __init__(self, url: str, deadline: _Deadline, min_rate: float, span: float,
-                 max_bytes: int) -> None:
-        self.url, self.deadline, self.min_rate = url, deadline, min_rate
-        self.span, self.max_bytes = span, max_bytes
+    def __init__(self, url: str, watchdog: _Watchdog, max_bytes: int) -> None:
+        self.url, self.watchdog, self.max_bytes = url, watchdog, max_bytes
         self.received = 0
-        self._span_start, self._span_bytes = time.monotonic(), 0
 
-    def _stop(self, why: str, variable: str, change: str) -> CheckpointError:
-        return CheckpointError(f'Stopped downloading checkpoint {self.url}: {why} (set '
-                               f'{variable} to {change})')
-
-    def check_deadline(self) -> None:
-        """Raise if the deadline has shut the connection down."""
-        if self.deadline.expired:
-            raise self._stop(f'it took more than {self.deadline.seconds:g} s in all',
-                             DEADLINE_ENV, 'allow longer')
-
-    def start_body(self) -> None:
-        """The body begins: the rate is measured from here."""
-        self._span_start = time.monotonic()
+    def check_watchdog(self) -> None:
+        """Raise if the watchdog has shut the connection down (deadline or rate)."""
+        why = self.watchdog.stopped
+        if why:
+            variable, change = ((DEADLINE_ENV, 'allow longer') if why.startswith('it took')
+                                else (MIN_RATE_ENV, 'accept slower'))
+            raise CheckpointError(f'Stopped downloading checkpoint {self.url}: {why} (set '
+                                  f'{variable} to {change})')
 
     def arrived(self, count: int) -> None:
         """Count ``count`` more bytes; raise if a limit is passed."""
-        self.check_deadline()
+        self.check_watchdog()
         self.received += count
+        self.watchdog.arrived(count)
         if self.received > self.max_bytes:
-            raise self._stop(f'it sent more than the {self.max_bytes} bytes allowed',
-                             MAX_BYTES_ENV, 'allow more')
-        self._span_bytes += count
-        elapsed = time.monotonic() - self._span_start
-        if elapsed >= self.span:
-            if self._span_bytes < self.min_rate * elapsed:
-                raise self._stop(f'{self._span_bytes} bytes arrived in {elapsed:.1f} s, slower '
-                                 f'than the {self.min_rate:g} bytes/s required', MIN_RATE_ENV,
-                                 'accept slower')
-            self._span_start, self._span_bytes = time.monotonic(), 0
+            raise CheckpointError(f'Stopped downloading checkpoint {self.url}: it sent more '
+                                  f'than the {self.max_bytes} bytes allowed (set '
+                                  f'{MAX_BYTES_ENV} to allow more)')
 
 
 def _fetch(url: str, partial: str, progress: _Progress, timeout: float, bar: bool) -> None:
     """Stream ``url`` into the new file ``partial``, checking the limits as bytes arrive."""
     request = urllib.request.Request(url, headers={'User-Agent': 'cvt-backbone'})
-    with _opener(url, progress.deadline).open(request, timeout=timeout) as response, \
+    with _opener(url, progress.watchdog).open(request, timeout=timeout) as response, \
             open(partial, 'xb') as out:
         declared = response.headers.get('Content-Length')
         declared = int(declared) if declared and declared.strip().isdigit() else None
@@ -355,14 +367,13 @@ def _fetch(url: str, partial: str, progress: _Progress, timeout: float, bar: boo
             raise CheckpointError(f'Refused to download checkpoint {url}: it announces '
                                   f'{declared} bytes, more than the {progress.max_bytes} '
                                   f'allowed (set {MAX_BYTES_ENV} to allow more)')
-        progress.start_body()
         with tqdm(total=declared, disable=not bar, unit='B', unit_scale=True,
                   unit_divisor=1024) as shown:
             while chunk := response.read1(_CHUNK):  # whatever arrived, not a full chunk
                 progress.arrived(len(chunk))
                 out.write(chunk)
                 shown.update(len(chunk))
-        progress.check_deadline()  # a connection the deadline shut down ends like a short one
+        progress.check_watchdog()  # a connection the watchdog shut down ends like a short one
         if declared is not None and progress.received != declared:
             raise CheckpointError(f'Could not download checkpoint {url}: the connection closed '
                                   f'after {progress.received} of {declared} bytes')
@@ -397,8 +408,9 @@ def download(url: str, progress: bool = True) -> str:
     remove_stale_partials(folder, timeout)
     partial = f'{target}.{uuid.uuid4().hex[:12]}.partial'
     try:
-        with _Deadline(deadline) as watch, _removed_on_sigterm(partial, url):
-            state = _Progress(url, watch, min_rate, 2 * timeout, max_bytes)
+        with _Watchdog(deadline, 2 * timeout, min_rate) as watchdog, \
+                _removed_on_sigterm(partial, url):
+            state = _Progress(url, watchdog, max_bytes)
             try:
                 _fetch(url, partial, state, timeout, progress)
                 os.replace(partial, target)
@@ -408,7 +420,7 @@ def download(url: str, progress: bool = True) -> str:
             except (urllib.error.URLError, http.client.HTTPException, OSError,
                     ValueError) as err:
                 why = _network_error(err, timeout)
-            state.check_deadline()  # the deadline shut the connection down: say so instead
+            state.check_watchdog()  # the watchdog shut the connection down: say so instead
             raise CheckpointError(f'Could not download checkpoint {url}: {why}')
     finally:
         with contextlib.suppress(FileNotFoundError):

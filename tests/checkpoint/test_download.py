@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import signal
 import socket
@@ -113,6 +114,22 @@ def trickles_headers(connection, stop) -> None:
         connection.sendall(b'x')
 
 
+def trickles_chunk_sizes(connection, stop) -> None:
+    """A chunked body whose first chunk-size line grows by one byte every 0.2 s."""
+    connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;')
+    while not stop.wait(0.2):
+        connection.sendall(b'x')
+
+
+def trickles_trailers(connection, stop) -> None:
+    """A one-byte chunked body, then trailer lines, one byte every 0.2 s, without end."""
+    connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n')
+    for byte in itertools.cycle(b'X-T: 1\r\n'):
+        if stop.wait(0.2):
+            break
+        connection.sendall(bytes([byte]))
+
+
 def redirects_to(location: bytes, name: str) -> Callable[[socket.socket, threading.Event], None]:
     def answer(connection, stop) -> None:
         connection.sendall(b'HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n'
@@ -193,12 +210,18 @@ def test_stale_partial_files_are_removed_live_ones_kept(cache):
     (trickles, {'CVT_DOWNLOAD_MIN_RATE': '1', 'CVT_DOWNLOAD_DEADLINE': '1.5'},
      r'Stopped downloading checkpoint .*: it took more than 1.5 s in all \(set '
      r'CVT_DOWNLOAD_DEADLINE to allow longer\)$'),
-    (trickles_headers, {'CVT_DOWNLOAD_DEADLINE': '1.5'}, 'it took more than 1.5 s in all'),
-], ids=['min_rate', 'deadline', 'deadline_in_headers'])
+    (trickles_headers, {'CVT_DOWNLOAD_TIMEOUT': '1', 'CVT_DOWNLOAD_DEADLINE': '1.5'},
+     'it took more than 1.5 s in all'),
+    (trickles_headers, {}, r'0 bytes arrived in \d\.\d s, slower than the 32768 bytes/s'),
+    (trickles_chunk_sizes, {}, r'0 bytes arrived in \d\.\d s, slower than the 32768 bytes/s'),
+    (trickles_trailers, {}, r'1 bytes arrived in \d\.\d s, slower than the 32768 bytes/s'),
+], ids=['min_rate', 'deadline', 'deadline_in_headers', 'min_rate_in_headers',
+        'min_rate_in_chunk_sizes', 'min_rate_in_trailers'])
 def test_a_trickle_is_stopped_by_the_rate_or_the_deadline(cache, monkeypatch, answer, limits,
                                                           error):
     """A byte every 0.2 s passes every read timeout (0.5 s here), not the rate over each 1 s
-    (twice the timeout) nor the whole download's deadline, headers included."""
+    (twice the timeout) nor the whole download's deadline, wherever it trickles: the body,
+    the headers, a chunk-size line or the trailers."""
     for name, value in limits.items():
         monkeypatch.setenv(name, value)
     start = time.monotonic()
