@@ -1,12 +1,14 @@
-"""Every checkpoint MMEngine reads, read by this package's decoder: :class:`SafeLoadingHook`.
+"""Every checkpoint a run reads, read by this package's decoder: :class:`SafeLoadingHook`.
 
 MMEngine's ``CheckpointLoader`` reads checkpoints (``load_from``, ``--resume``,
 ``init_cfg=dict(type='Pretrained')`` of other backbones, ``load_checkpoint``, the inferencers)
 with ``torch.load`` through one loader per scheme. A config that names
 :class:`SafeLoadingHook` (every config of this project does, in ``custom_hooks``) has, before
-its Runner reads anything, MMEngine's schemes registered anew through MMEngine's public
-``CheckpointLoader.register_scheme`` with the loaders of this module
-(:func:`use_safe_loading`, which the project's tools also call themselves). They:
+its Runner initialises or loads weights, MMEngine's schemes registered anew through MMEngine's
+public ``CheckpointLoader.register_scheme`` with the loaders of this module
+(:func:`use_safe_loading`). A hook cannot reach what is read before the run starts (a model
+that reads a checkpoint in its constructor) or where no Runner runs (the inferencers): the
+project's tools call :func:`use_safe_loading` before they build anything. The loaders:
 
 * read through :func:`~cvt_backbone.checkpoint.read.read_checkpoint`, which runs no code and
   builds only plain values within a budget;
@@ -179,9 +181,9 @@ def use_safe_loading() -> None:
 class SafeLoadingHook(Hook):
     """Have every checkpoint the Runner reads go through this package's decoder.
 
-    Name it in ``custom_hooks``; before the Runner loads anything (``before_run``), it calls
-    :func:`use_safe_loading`. Its priority is the highest, so it comes before any hook that
-    might read a checkpoint itself.
+    Name it in ``custom_hooks``; before the Runner initialises or loads weights
+    (``before_run``), it calls :func:`use_safe_loading`. Its priority is the highest, so it
+    comes before any hook that might read a checkpoint itself.
     """
 
     priority = 'HIGHEST'
