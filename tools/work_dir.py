@@ -23,6 +23,8 @@ from cvt_backbone.checkpoint import check_local_path, is_url, read_checkpoint
 
 #: The file a training run holds locked in its work dir.
 LOCK_FILE = '.train.lock'
+#: ``last_checkpoint`` holds one path; a longer file is not MMEngine's.
+MAX_MARKER_BYTES = 4096
 
 
 def resolve_resume(cfg: Config, resume: str | None) -> None:
@@ -35,7 +37,8 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
     its samplers shuffle as the interrupted run did.
 
     Raises:
-        CheckpointError: ``last_checkpoint`` names a file that does not exist.
+        CheckpointError: ``last_checkpoint`` is larger than a path or names a file that does
+            not exist.
         FileNotFoundError: ``--resume PATH`` names no file.
     """
     if resume is None:
@@ -48,8 +51,12 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
                       logger='current', level=logging.WARNING)
             cfg.resume, cfg.load_from = False, None
             return
-        with open(marker, encoding='utf-8') as f:
-            path = f.read().strip()
+        size = os.stat(marker).st_size
+        if size > MAX_MARKER_BYTES:
+            raise CheckpointError(f'{marker} holds {size} bytes, not the one path MMEngine '
+                                  f'writes there: pass --resume PATH')
+        with open(marker, encoding='utf-8', errors='replace') as f:
+            path = f.read(MAX_MARKER_BYTES).strip()
         if not osp.isfile(path):
             raise CheckpointError(f'{marker} names the checkpoint {path!r}, which does not '
                                   f'exist: pass --resume PATH with a checkpoint that does')

@@ -30,19 +30,19 @@ _QKV = {'query': 'q', 'key': 'k', 'value': 'v'}
 
 #: official name -> ours, applied in order (each a regex and its replacement).
 OFFICIAL_RULES: tuple[tuple[str, str], ...] = (
-    (r'^stage(\d+)\.', r'stages.\1.'),
+    (r'^stage(\d{1,3})\.', r'stages.\1.'),
     (r'\.patch_embed\.proj\.', '.patch_embed.projection.'),
     (r'\.attn\.conv_proj_([qkv])\.', r'.attn.conv_proj.\1.'),
     (r'^norm\.', 'cls_norm.'),
 )
 #: transformers name -> ours, applied in order. ``cvt.`` prefixes the classifier's encoder.
 TRANSFORMERS_RULES: tuple[tuple[str, str], ...] = (
-    (r'^(cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.projection\.',
+    (r'^(cvt\.)?encoder\.stages\.(\d{1,3})\.embedding\.convolution_embeddings\.projection\.',
      r'stages.\2.patch_embed.projection.'),
-    (r'^(cvt\.)?encoder\.stages\.(\d+)\.embedding\.convolution_embeddings\.normalization\.',
+    (r'^(cvt\.)?encoder\.stages\.(\d{1,3})\.embedding\.convolution_embeddings\.normalization\.',
      r'stages.\2.patch_embed.norm.'),
-    (r'^(cvt\.)?encoder\.stages\.(\d+)\.cls_token$', r'stages.\2.cls_token'),
-    (r'^(cvt\.)?encoder\.stages\.(\d+)\.layers\.(\d+)\.', r'stages.\2.blocks.\3.'),
+    (r'^(cvt\.)?encoder\.stages\.(\d{1,3})\.cls_token$', r'stages.\2.cls_token'),
+    (r'^(cvt\.)?encoder\.stages\.(\d{1,3})\.layers\.(\d{1,3})\.', r'stages.\2.blocks.\3.'),
     (r'\.attention\.attention\.convolution_projection_(query|key|value)\.'
      r'convolution_projection\.convolution\.', r'.attn.conv_proj.<\1>.conv.'),
     (r'\.attention\.attention\.convolution_projection_(query|key|value)\.'
@@ -63,12 +63,12 @@ _QKV_MARK = re.compile(r'<(query|key|value)>')
 
 #: Every key this package's CvT (with a classifier ``head``) can have.
 CVT_KEY = re.compile(
-    r'^(stages\.\d+\.(patch_embed\.(projection|norm)\.(weight|bias)|cls_token'
-    r'|blocks\.\d+\.(norm[12]\.(weight|bias)'
+    r'^(stages\.\d{1,3}\.(patch_embed\.(projection|norm)\.(weight|bias)|cls_token'
+    r'|blocks\.\d{1,3}\.(norm[12]\.(weight|bias)'
     r'|attn\.conv_proj\.[qkv]\.(conv\.weight|bn\.(weight|bias|running_mean|running_var'
     r'|num_batches_tracked))'
     r'|attn\.proj(_[qkv])?\.(weight|bias)|mlp\.fc[12]\.(weight|bias)))'
-    r'|(norm\d+|cls_norm|head)\.(weight|bias))$')
+    r'|(norm\d{1,3}|cls_norm|head)\.(weight|bias))$')
 
 #: How each format's first stage embedding is named: the key that identifies the format.
 _SIGNATURES = {
@@ -219,14 +219,14 @@ def arch_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """
     dims, kernels, blocks, tokens = {}, {}, {}, set()
     for key, value in state_dict.items():
-        if match := re.match(r'^stages\.(\d+)\.patch_embed\.projection\.weight$', key):
+        if match := re.match(r'^stages\.(\d{1,3})\.patch_embed\.projection\.weight$', key):
             if value.dim() != 4 or value.shape[-1] != value.shape[-2]:
                 raise CheckpointError(f'{key} of the weights has shape {tuple(value.shape)}, '
                                       f'not that of a square convolution (out, in, k, k)')
             dims[int(match[1])], kernels[int(match[1])] = value.shape[0], value.shape[-1]
-        elif match := re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', key):
+        elif match := re.match(r'^stages\.(\d{1,3})\.blocks\.(\d{1,3})\.', key):
             blocks.setdefault(int(match[1]), set()).add(int(match[2]))
-        elif match := re.match(r'^stages\.(\d+)\.cls_token$', key):
+        elif match := re.match(r'^stages\.(\d{1,3})\.cls_token$', key):
             tokens.add(int(match[1]))
     stages = sorted(dims)
     for stage in stages:

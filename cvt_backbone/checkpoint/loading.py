@@ -44,10 +44,10 @@ from .convert import (
 )
 from .read import read_checkpoint
 
-_OUTPUT_NORM = re.compile(r'^(norm\d+|cls_norm)\.')
+_OUTPUT_NORM = re.compile(r'^(norm\d{1,3}|cls_norm)\.')
 _SET_ASIDE = re.compile(r'^head\.')
-_EMBEDDING = re.compile(r'^stages\.(\d+)\.patch_embed\.projection\.weight$')
-_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.')
+_EMBEDDING = re.compile(r'^stages\.(\d{1,3})\.patch_embed\.projection\.weight$')
+_BLOCK = re.compile(r'^stages\.(\d{1,3})\.blocks\.(\d{1,3})\.')
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> OrderedDict:
@@ -129,11 +129,11 @@ def fit_cvt_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     state_dict, _ = to_cvt_keys(state_dict)
     check_visible_arch(model, state_dict, source)
     own = model.state_dict()
-    set_aside = [k for k in state_dict if k not in own
-                 and (_SET_ASIDE.match(k) or _OUTPUT_NORM.match(k))]
+    set_aside = dict.fromkeys(k for k in state_dict if k not in own
+                              and (_SET_ASIDE.match(k) or _OUTPUT_NORM.match(k)))
     fresh = [k for k in own if k not in state_dict and _OUTPUT_NORM.match(k)]
     if set_aside:
-        print_log(f'Loading {source}: not used by this backbone: {short_list(set_aside)}',
+        print_log(f'Loading {source}: not used by this backbone: {short_list(list(set_aside))}',
                   logger='current')
     if fresh:
         print_log(f'Loading {source}: keep their initialisation (not in the checkpoint): '
@@ -244,8 +244,9 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str,
 def check_dataset_meta(dataset_meta: object, source: str) -> None:
     """Refuse a checkpoint's ``meta.dataset_meta`` that is not what the toolboxes write.
 
-    The inferencers and ``Runner.resume`` read it: ``classes`` must be a sequence of
-    strings, ``palette`` (if given) one RGB triple of integers 0..255 per class.
+    The inferencers and ``Runner.resume`` read it, mmdet's with its keys lower-cased:
+    ``classes`` must be a sequence of strings, ``palette`` (if given) one RGB triple of
+    integers 0..255 per class, and no two keys may differ only in case.
 
     Raises:
         CheckpointError: anything else; the message names the field.
@@ -253,6 +254,14 @@ def check_dataset_meta(dataset_meta: object, source: str) -> None:
     if not isinstance(dataset_meta, Mapping):
         raise CheckpointError(f'{source}: its meta.dataset_meta is a '
                               f'{type(dataset_meta).__name__}, not a mapping')
+    if not all(isinstance(k, str) for k in dataset_meta):
+        raise CheckpointError(f'{source}: its meta.dataset_meta has keys that are not str')
+    folded = {k.lower(): v for k, v in dataset_meta.items()}
+    if len(folded) != len(dataset_meta):
+        raise CheckpointError(f'{source}: its meta.dataset_meta has keys that differ only in '
+                              f'case ({short_list(sorted(dataset_meta), 6)}), which mmdet '
+                              f'reads as one')
+    dataset_meta = folded
     classes = dataset_meta.get('classes')
     if classes is not None and (not isinstance(classes, (list, tuple)) or not classes
                                 or not all(isinstance(c, str) for c in classes)):

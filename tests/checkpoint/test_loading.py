@@ -13,6 +13,7 @@ from cvt_backbone.checkpoint import (
     diff_on_meta,
     diff_state_dict,
 )
+from cvt_backbone.checkpoint.loading import check_dataset_meta
 from tests.helpers import TINY, make_official
 
 pytestmark = pytest.mark.usefixtures('safe_loading')  # load_checkpoint as the configs have it
@@ -201,3 +202,17 @@ def test_a_model_is_compared_on_the_meta_device_before_it_is_built():
     huge = dict(TINY, embed_dims=[16, 32, 4096 * 8], num_heads=[1, 2, 512])
     diff = diff_on_meta(lambda: CvT(arch=huge), state)  # 40 GB of weights, never allocated
     assert diff.mismatched and diff.mismatched[0].startswith('stages.2.')
+
+
+@pytest.mark.parametrize('meta, problem', [
+    ({'classes': ['a', 'b'], 'CLASSES': 42}, 'has keys that differ only in case'),
+    ({'Classes': 'ab'}, 'classes is not a list of class names'),
+    ({1: ['a']}, 'has keys that are not str'),
+    ({'classes': ['a'], 'PALETTE': [[0, 0, 256]]}, 'palette is not one RGB triple'),
+])
+def test_dataset_meta_is_checked_as_the_toolboxes_read_it(meta, problem):
+    """mmdet's inferencer lower-cases the keys, the last of a case-blind pair winning: what
+    it would read is what is checked."""
+    with pytest.raises(CheckpointError, match=rf'^c: its meta\.dataset_meta[ .]{problem}'):
+        check_dataset_meta(meta, 'c')
+    check_dataset_meta({'CLASSES': ['a', 'b'], 'palette': [[0, 0, 0], [1, 2, 3]]}, 'c')

@@ -75,3 +75,17 @@ def test_the_tools_refuse_a_planted_link_before_writing(shapes_cls, tmp_path, vi
                         result.stderr.strip().splitlines()[-1])
     assert victim.read_text() == 'precious\n'
     assert sorted(p.name for p in work_dir.iterdir()) == ['cfg.py']
+
+
+def test_a_last_checkpoint_larger_than_a_path_is_refused_unread(tmp_path):
+    from mmengine.config import Config
+
+    from cvt_backbone import CheckpointError
+    from work_dir import resolve_resume
+    marker = tmp_path / 'last_checkpoint'
+    with open(marker, 'wb') as f:
+        f.truncate(64 << 30)  # sparse: no disk used, 64 GiB if read
+    cfg = Config(dict(work_dir=str(tmp_path)))
+    with pytest.raises(CheckpointError, match=rf'{re.escape(str(marker))} holds 68719476736 '
+                                              rf'bytes, not the one path MMEngine writes'):
+        resolve_resume(cfg, 'auto')
