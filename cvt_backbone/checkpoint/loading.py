@@ -33,6 +33,7 @@ from ..errors import CheckpointError
 from .convert import (
     ANY_WRAPPER,
     BACKBONE_PREFIX,
+    MMENGINE_WRAPPER,
     StateDictDiff,
     arch_differences,
     arch_from_transformers_config,
@@ -235,10 +236,36 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str,
             message names them.
     """
     state = unwrap_state_dict(checkpoint, source, wrappers)
+    if wrappers == MMENGINE_WRAPPER:
+        state = _as_mmengine_loads(checkpoint, source)
     diff = diff_state_dict(model.state_dict(), state)
     if diff.missing or diff.mismatched:
         raise CheckpointError(f'{source} does not fit the model of this config: '
                               f'{diff.describe()}')
+
+
+def _as_mmengine_loads(checkpoint: Mapping, source: str) -> OrderedDict:
+    """The state dict as MMEngine's loaders will load it: every key's ``module`` prefix
+    removed one by one (by the pattern ``^module.`` or ``^module\\.``, as the call site has
+    it).
+
+    Raises:
+        CheckpointError: a key the two patterns treat differently, or two keys that load
+            into one.
+    """
+    raw = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint
+    odd = [k for k in raw if k.startswith('module') and not k.startswith('module.')
+           and len(k) > len('module')]
+    if odd:
+        raise CheckpointError(f'{source} has keys {short_list(odd)} that MMEngine\'s loaders '
+                              f'rename or not depending on where they are called')
+    loaded = OrderedDict()
+    for key, value in raw.items():
+        name = key[len('module.'):] if key.startswith('module.') else key
+        if name in loaded:
+            raise CheckpointError(f'{source} has two keys that load into {name!r}')
+        loaded[name] = value
+    return loaded
 
 
 def check_dataset_meta(dataset_meta: object, source: str) -> None:

@@ -93,6 +93,21 @@ def restore_random_state(state: Mapping, source: str) -> None:
                               f'({type(err).__name__}: {err})') from None
 
 
+def check_random_state(state: Mapping, source: str) -> None:
+    """Refuse a :class:`SafeCheckpointHook` random state whose sampler seed or world size is
+    not one a run can use.
+
+    Raises:
+        CheckpointError: naming ``source``.
+    """
+    seed = state.get('sampler_seed')
+    if (seed is not None and not (type(seed) is int and 0 <= seed < 1 << 32)) \
+            or type(state.get('world_size')) is not int:
+        raise CheckpointError(f'Cannot resume from {source}: its random state is malformed (a '
+                              f'sampler seed from 0 to 2**32 - 1 and an int world size are '
+                              f'needed)')
+
+
 def _train_sampler(runner):
     loader = runner.train_dataloader
     return getattr(loader, 'sampler', None)
@@ -208,6 +223,11 @@ class SafeCheckpointHook(CheckpointHook):
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        if (is_main_process() and self.last_ckpt not in self._saved
+                and self.file_backend.exists(self.last_ckpt)):
+            print_log(f'{self.last_ckpt} is an earlier run\'s checkpoint: this run saves its '
+                      f'own under that name (checkpoints are named by their epoch or '
+                      f'iteration)', logger='current', level=logging.WARNING)
         self._saved.add(self.last_ckpt)
         runner.save_checkpoint(
             self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
@@ -266,15 +286,19 @@ class RandomStateHook(Hook):
                       'draws (augmentations, dropout, stochastic depth) differ from an '
                       'uninterrupted run', logger='current', level=logging.WARNING)
             return
-        if state.get('world_size') != get_world_size() or len(state['ranks']) <= get_rank():
+        load_from = runner.cfg.get('load_from')
+        check_random_state(state, f'checkpoint {load_from!r}' if load_from
+                           else 'the resumed checkpoint')
+        seed, world_size = state.get('sampler_seed'), state['world_size']
+        if world_size != get_world_size() or len(state['ranks']) <= get_rank():
             print_log(f"The checkpoint was written by {state.get('world_size')} processes and "
                       f'this run has {get_world_size()}: its random state is not restored',
                       logger='current', level=logging.WARNING)
             return
         self._pending = state['ranks'][get_rank()]
         sampler = _train_sampler(runner)
-        if state.get('sampler_seed') is not None and hasattr(sampler, 'seed'):
-            sampler.seed = state['sampler_seed']
+        if seed is not None and hasattr(sampler, 'seed'):
+            sampler.seed = seed
 
     def before_train_epoch(self, runner) -> None:
         if self._pending is None:
@@ -293,38 +317,102 @@ class RandomStateHook(Hook):
 
 
 # --------------------------------------------------------------------------- completeness
+#: Epoch and iteration counters above this are no training's.
+MAX_COUNTER = 1 << 31
+
+
+def _departure(given: object, template: object, where: str) -> str | None:
+    """Where ``given`` departs from the shape of ``template``, this run's own state; None if
+    nowhere.
+
+    Mappings have no keys the template lacks (missing ones keep this run's value), lists and
+    tuples its length, tensors its shape and dtype, and every other value its type (an int
+    may stand for a float; ints fit in 64 bits).
+    """
+    if isinstance(template, Mapping):
+        if not isinstance(given, Mapping):
+            return f'{where} is a {type(given).__name__}, not a mapping'
+        extra = [k for k in given if k not in template]
+        if extra:
+            return f'{where} has keys this run does not: {extra[0]!r:.60}'
+        for key in given.keys() & template.keys():
+            problem = _departure(given[key], template[key], f'{where}[{key!r}]')
+            if problem:
+                return problem
+        return None
+    if isinstance(template, (list, tuple)):
+        if type(given) is not type(template) or len(given) != len(template):
+            return (f'{where} is a {type(given).__name__} of {len(given)} where this run '
+                    f'has a {type(template).__name__} of {len(template)}'
+                    if isinstance(given, (list, tuple)) else
+                    f'{where} is a {type(given).__name__}, not a {type(template).__name__}')
+        for index, (item, own) in enumerate(zip(given, template)):
+            problem = _departure(item, own, f'{where}[{index}]')
+            if problem:
+                return problem
+        return None
+    if isinstance(template, torch.Tensor):
+        same = (isinstance(given, torch.Tensor) and given.shape == template.shape
+                and given.dtype == template.dtype)
+        return None if same else f'{where} is not a tensor of the shape and dtype this run has'
+    kinds = (int, float) if type(template) is float else (type(template), )
+    if type(given) not in kinds or (type(given) is int and not -1 << 63 <= given < 1 << 63):
+        return (f'{where} is the {type(given).__name__} {given!r:.40} where this run has a '
+                f'{type(template).__name__}')
+    return None
+
+
 def _check_training_state(runner, checkpoint: Mapping, source: str) -> None:
-    """Refuse a resume checkpoint whose training state MMEngine would choke on."""
+    """Refuse a resume checkpoint whose training state MMEngine would choke on: its state
+    must have the shape of this run's own (:func:`_departure`)."""
     meta = checkpoint.get('meta')
     if not isinstance(meta, Mapping) or not all(
-            type(meta.get(k)) is int and meta[k] >= 0 for k in ('epoch', 'iter')):
+            type(meta.get(k)) is int and 0 <= meta[k] < MAX_COUNTER for k in ('epoch', 'iter')):
         raise CheckpointError(f'Cannot resume from {source}: it holds no training state '
-                              f"(no 'meta' with epoch and iter counters); use load_from for "
-                              f'a weights-only checkpoint')
+                              f"(no 'meta' with epoch and iter counters from 0 to 2**31); use "
+                              f'load_from for a weights-only checkpoint')
     seed = meta.get('seed')
     if seed is not None and not (type(seed) is int and 0 <= seed < 1 << 32):
         raise CheckpointError(f'Cannot resume from {source}: its meta.seed {seed!r:.40} is no '
                               f'seed (an integer from 0 to 2**32 - 1)')
     if meta.get('dataset_meta') is not None:
         check_dataset_meta(meta['dataset_meta'], f'Cannot resume from {source}')
+    if isinstance(meta.get(RANDOM_STATE_KEY), Mapping):
+        check_random_state(meta[RANDOM_STATE_KEY], source)
     hub = checkpoint.get('message_hub')
     if not isinstance(hub, Mapping) or not all(
-            isinstance(hub.get(k), Mapping) for k in ('log_scalars', 'runtime_info',
-                                                       'resumed_keys')) or not all(
+            isinstance(hub.get(k), Mapping) and all(isinstance(key, str) for key in hub[k])
+            for k in ('log_scalars', 'runtime_info', 'resumed_keys')) or not all(
             isinstance(v, HistoryBuffer) for v in hub['log_scalars'].values()):
         raise CheckpointError(f'Cannot resume from {source}: its message_hub is not the '
                               f'state MMEngine writes (log_scalars of HistoryBuffers, '
-                              f'runtime_info, resumed_keys)')
+                              f'runtime_info, resumed_keys, under str keys)')
     optimizer = checkpoint.get('optimizer')
     if optimizer is not None:
         _check_optimizer_state(runner.optim_wrapper, optimizer, source)
     schedulers = checkpoint.get('param_schedulers')
     if schedulers is not None:
-        groups = schedulers.values() if isinstance(schedulers, Mapping) else [schedulers]
-        if not all(isinstance(g, list) and all(isinstance(s, Mapping) for s in g)
-                   for g in groups):
-            raise CheckpointError(f'Cannot resume from {source}: its param_schedulers are not '
-                                  f'lists of scheduler states')
+        problem = _departure(schedulers, _scheduler_states(runner), 'param_schedulers')
+        if problem:
+            raise CheckpointError(f'Cannot resume from {source}: its {problem}')
+    ema = checkpoint.get('ema_state_dict')
+    if ema is not None:  # MMEngine's EMAHook swaps these weights into the model
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        averaged = {k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')} \
+            if isinstance(ema, Mapping) else ema
+        check_checkpoint_fits(model, averaged, f'{source} (its ema_state_dict)',
+                              MMENGINE_WRAPPER)
+
+
+def _scheduler_states(runner) -> list | dict:
+    """This run's parameter scheduler states as they are saved (data only)."""
+    def states(schedulers) -> list:
+        return [{k: v for k, v in scheduler.state_dict().items() if not callable(v)}
+                for scheduler in schedulers]
+
+    schedulers = runner.param_schedulers or []
+    return ({name: states(group) for name, group in schedulers.items()}
+            if isinstance(schedulers, Mapping) else states(schedulers))
 
 
 def _check_optimizer_state(optim_wrapper, state: object, source: str) -> None:
@@ -346,6 +434,12 @@ def _check_optimizer_state(optim_wrapper, state: object, source: str) -> None:
                 f'Cannot resume from {source}: its {label} has parameter groups of '
                 f"{[len(g['params']) for g in groups]} parameters, this run's optimizer "
                 f"{[len(g['params']) for g in own]}")
+        for index, (group, own_group) in enumerate(zip(groups, own)):
+            settings = {k: v for k, v in own_group.items() if k != 'params'}
+            problem = _departure({k: v for k, v in group.items() if k in settings}, settings,
+                                 f'{label} param_groups[{index}]')
+            if problem:  # torch keeps a setting it does not know; one it knows must fit
+                raise CheckpointError(f'Cannot resume from {source}: its {problem}')
         params = {index: param for group, own_group in zip(groups, own)
                   for index, param in zip(group['params'], own_group['params'])}
         for index, entries in per_param.items():
