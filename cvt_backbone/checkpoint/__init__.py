@@ -2,8 +2,8 @@
 
 * :mod:`.read`: local files, ``save_pretrained`` folders, safetensors, URLs and hub ids;
   ``torch.save`` files through :mod:`.decode` (no code runs; budgets counted as values are
-  built); URLs through :mod:`.download` and hub ids through :mod:`.hub`, imported when such a
-  source is read;
+  built), URLs through :mod:`.download` and hub ids through :mod:`.hub`, each imported when
+  the first such source is read;
 * :mod:`.convert`: the official and transformers key tables, the state-dict unwrap and diff;
 * :mod:`.loading`: any CvT checkpoint into a :class:`~cvt_backbone.CvT`, whole checkpoints into
   whole models, completely or not at all;

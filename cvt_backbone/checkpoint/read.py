@@ -26,7 +26,6 @@ from typing import BinaryIO
 import torch
 
 from ..errors import CheckpointError
-from .decode import decode_torch_file
 
 #: Files of a transformers folder, in the order they are looked for.
 TRANSFORMERS_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
@@ -177,6 +176,7 @@ def _read_stream(stream: BinaryIO, size: int, source: str, path: str | None) -> 
     stream.seek(0)
     if _is_safetensors(head, size):
         return _read_safetensors(source, path=path, data=None if path else stream.read())
+    from .decode import decode_torch_file  # loaded with the first torch.save file read
     return decode_torch_file(stream, size, source)
 
 
