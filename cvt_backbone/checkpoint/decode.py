@@ -1,56 +1,13 @@
 """Decode ``torch.save`` files into a closed set of values: no unpickling, no code run.
 
-The pickle in a torch file is a program for a stack machine. This module walks its opcodes
-(:func:`pickletools.genops`, which only parses) and runs them on a machine of its own that
-knows exactly the names of :data:`ALLOWED_GLOBALS` and defines itself what calling each one
-means. No class is looked up, no ``__reduce__``/``__setstate__`` runs, and nothing a file
-names can reach an object another read uses: each read builds its own values.
-
-A decoded checkpoint holds only these types (anything else is refused by name):
-
-* ``None``, ``bool``, ``int`` (at most 1024 bits), ``float``, ``complex``, ``str``, ``bytes``;
-* ``tuple``, ``list``, ``dict``, ``collections.OrderedDict``, ``collections.Counter``
-  (int counts), ``set``, ``frozenset``, ``torch.Size``; dict keys and set items are
-  ``str``, ``int``, ``float``, ``bool``, ``None`` or ``bytes``, and at most
-  :data:`MAX_PREDICTABLE_KEYS` of one container's are neither ``str`` nor ``bytes``; no
-  container contains itself, none is nested more than :data:`MAX_DEPTH` deep;
-* dense CPU ``torch.Tensor`` / ``torch.nn.Parameter`` of the dtypes of
-  :data:`STORAGE_DTYPES`, viewing no element outside a storage as large as its record,
-  and never more elements than that storage (no stride-0 or overlapping expansion);
-  ``torch.dtype``, ``torch.device``;
-* numpy arrays and scalars of the plain dtypes :data:`NUMPY_DTYPES`;
-* MMEngine's ``HistoryBuffer``, rebuilt from two checked 1-D arrays.
-
-A state dict's ``_metadata`` keeps only the integer ``version`` of each module: load flags
-(``assign`` and the like) are never taken from a file. Both formats of ``torch.save`` are
-read: the zip archive (torch >= 1.6), whose records must be stored uncompressed (as
-``torch.save`` writes them), unique, sized alike in their local and central headers and
-unpack to no more than the file; and the older single-pickle format. Big-endian files are
-refused. Every failure is a :class:`CheckpointError`.
-
-Every read has one budget (:class:`_Budget`), charged before or as each value is built,
-never by a walk afterwards. For a file of ``n`` bytes:
-
-* memory: ``MEMORY_PER_BYTE * n + MEMORY_BASE`` bytes for everything the read builds: the
-  zip directory and the pickle, each record read, each value (strings, ``_codecs.encode``
-  results, numpy array copies, tensors, containers and each item they gain), each memo
-  entry and stack slot, at the sizes of :data:`_COSTS` and :data:`_ITEM_COSTS`;
-* work: ``WORK_PER_BYTE * n + WORK_BASE`` steps beyond one per opcode: one per item a
-  marked opcode moves or a call reads (a Counter's counts, a state dict's metadata), one
-  per character of each string a call reads (``_codecs.encode``, storage keys) and of each
-  ``str`` or ``bytes`` key inserted (equal keys are compared in full), and for each int,
-  float, bool or ``None`` key as many steps as its container already has such keys (their
-  hashes are predictable, so they may all collide);
-* time: a deadline of ``SECONDS_BASE + SECONDS_PER_BYTE * n``, a backstop checked every
-  :data:`_TICK` opcodes (which number at most the pickle's bytes);
-* the decoded tree, counting every shared reference: at most ``VALUES_PER_BYTE`` values per
-  pickle byte plus ``VALUES_BASE``, and ``DATA_PER_BYTE * n + DATA_BASE`` bytes of tensor and
-  array data. A container's weight and height grow as items are added; it is sealed when
-  put into another container or given to a BUILD, and a sealed container never changes, so
-  a weight once added to a parent is final and no container can contain itself.
-
-``str`` and ``bytes`` keys (and the memo's, when a pickle numbers its entries out of order)
-hash with Python's random seed: the work bound assumes ``PYTHONHASHSEED`` is not fixed.
+The pickle in a torch file is a program for a stack machine: :class:`_Machine` runs its opcodes
+(parsed by :func:`pickletools.genops`) knowing exactly the names of :data:`ALLOWED_GLOBALS` and
+what calling each means; no class is looked up, no ``__reduce__`` or ``__setstate__`` runs, and
+each read builds its own values, of the closed set docs/guarantees.md lists. A state dict's
+``_metadata`` keeps only each module's int ``version`` (no load flag comes from a file). Zip
+records must be as ``torch.save`` writes them (stored, unique, sized alike in both headers,
+within the file); big-endian files are refused. Each read has one budget of memory, work, time
+and tree size, charged as values are built (docs/decoder_budgets.md).
 """
 from __future__ import annotations
 
@@ -87,8 +44,8 @@ MAX_INT_BITS = 1024
 #: Keys of one dict, set, frozenset or Counter that may be int, float, bool or None (an
 #: optimizer state of a CvT-W24 detector has about 700 int keys).
 MAX_PREDICTABLE_KEYS = 1024
-#: The budgets of a read, each ``PER_BYTE x size + BASE`` (see the module docstring; the
-#: measurements behind them are in docs/decoder_budgets.md).
+#: Each budget of a read of ``n`` bytes, ``PER_BYTE * n + BASE`` (values: ``n`` of its pickle;
+#: docs/decoder_budgets.md).
 MEMORY_PER_BYTE, MEMORY_BASE = 64, 64 << 20
 WORK_PER_BYTE, WORK_BASE = 16, 1 << 24
 SECONDS_PER_BYTE, SECONDS_BASE = 1e-5, 10.0
@@ -1106,18 +1063,16 @@ def decode_torch_file(stream: BinaryIO, size: int, source: str) -> object:
     """Decode a ``torch.save`` file (zip archive or legacy pickle) into closed values.
 
     Args:
-        stream: The file, opened in binary mode, positioned at its start; seekable.
+        stream: The file, opened in binary mode at its start; seekable.
         size: Its size in bytes (the budget of the read is proportional to it).
         source: Names the file in errors (quoted by the caller).
 
     Returns:
-        What was saved, made only of the types listed in this module's docstring, with
-        CPU tensors.
+        What was saved, of the closed set of types, with CPU tensors.
 
     Raises:
-        CheckpointError: the file needs a name off :data:`ALLOWED_GLOBALS`, builds
-            something those may not build, exceeds its budget, or is truncated, corrupt or
-            not a torch file.
+        CheckpointError: the file needs a name off :data:`ALLOWED_GLOBALS`, builds what those
+            may not, exceeds its budget, or is truncated, corrupt or not a torch file.
     """
     try:
         head = stream.read(4)
