@@ -21,6 +21,7 @@ import time
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from types import SimpleNamespace
 from typing import BinaryIO
 
 import numpy as np
@@ -78,12 +79,8 @@ _KEY_TYPES = (str, int, float, bool, type(None), bytes)
 _ATOMS = (*_KEY_TYPES, complex, torch.dtype, torch.device)
 _CONTAINERS = (list, tuple, dict, OrderedDict, Counter, set, frozenset, torch.Size)
 _NUMPY_SCALARS = tuple(np.dtype(name).type for name in NUMPY_DTYPES)
-_ITEMSIZE = {dtype: torch.empty(0, dtype=dtype).element_size()
-             for dtype in STORAGE_DTYPES.values()}
 _HISTORY_BUFFER = ('mmengine.logging.history_buffer', 'HistoryBuffer')
 _STATISTICS = ('min', 'max', 'current', 'mean')
-_COMPRESSION = {zipfile.ZIP_DEFLATED: 'deflate', zipfile.ZIP_BZIP2: 'bzip2',
-                zipfile.ZIP_LZMA: 'lzma'}
 
 
 class _Refused(Exception):
@@ -116,14 +113,14 @@ class _Pending:
 
 
 class _Storage:
-    """One record of this read: untyped bytes, the dtype they hold and how many."""
+    """A storage of this read: its bytes, an untyped storage over them, their dtype and count."""
 
-    __slots__ = ('untyped', 'dtype', 'numel')
+    __slots__ = ('buffer', 'untyped', 'dtype', 'numel')
 
     def __init__(self, buffer: bytearray, dtype: torch.dtype, numel: int) -> None:
+        self.buffer, self.dtype, self.numel = buffer, dtype, numel
         self.untyped = (torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
                         if buffer else torch.UntypedStorage(0))
-        self.dtype, self.numel = dtype, numel
 
 
 class _Node:
@@ -865,158 +862,136 @@ _HANDLERS: dict[str, Callable[[_Machine, str, object], None]] = {
 
 
 # --------------------------------------------------------------------------- formats
-class _Bounded:
-    """The file as :func:`pickletools.genops` reads it: no read past its end, short lines."""
+class _Storages(dict):
+    """The storages of one read by key, made when first used (legacy: filled after the pickles)."""
 
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self.stream, self.size = stream, size
+    def __init__(self, budget: _Budget, archive: zipfile.ZipFile | None = None,
+                 prefix: str = '') -> None:
+        super().__init__()
+        self.budget, self.archive, self.prefix, self.declared = budget, archive, prefix, 0
 
-    def tell(self) -> int:
-        return self.stream.tell()
+    def __call__(self, pid: object) -> _Storage:
+        """BINPERSID: the storage a persistent id names."""
+        legacy = self.archive is None
+        if type(pid) is not tuple or len(pid) != 5 + legacy or pid[0] != 'storage':
+            raise _Refused(f'its pickle refers to the persistent object {_shown(pid)}')
+        kind, key, location, numel = pid[1:5]
+        if legacy and pid[5] is not None:
+            raise _Refused('a storage is a view of another (the format of torch < 1.0)')
+        if type(key) is str:
+            self.budget.step(len(key), 'storage keys')
+        if (not isinstance(kind, _Global) or kind.key[1] not in STORAGE_DTYPES
+                or type(location) is not str or type(numel) is not int
+                or not 0 <= numel < 1 << 62 or type(key) is not str or not key.isalnum()):
+            raise _Refused(f'a storage reference {_shown(pid)} is not one torch.save writes')
+        dtype = STORAGE_DTYPES[kind.key[1]]
+        if key not in self:
+            self[key] = self.make(key, dtype, numel)
+        if self[key].dtype is not dtype or self[key].numel != numel:
+            raise _Refused(f'storage {key} is read as two different storages')
+        return self[key]
 
-    def read(self, count: int) -> bytes:
-        return self.stream.read(max(0, min(count, self.size - self.stream.tell())))
-
-    def readline(self) -> bytes:
-        return self.stream.readline(_LINE_LIMIT)
+    def make(self, key: str, dtype: torch.dtype, numel: int) -> _Storage:
+        """A storage the file holds (its record, or its share of the file), charged."""
+        nbytes, name = numel * dtype.itemsize, f'{self.prefix}data/{key}'
+        self.declared += nbytes
+        if self.archive is None and self.declared > self.budget.size:
+            raise _Refused(f'its storages declare {self.declared} bytes, more than the '
+                           f'{self.budget.size} bytes of the file')
+        record = None if self.archive is None else self.archive.NameToInfo.get(name)
+        if self.archive is not None and (record is None or record.file_size != nbytes):
+            raise _Refused(f'record {name} is missing or does not hold the {nbytes} bytes of its '
+                           f'{dtype} storage of {numel} elements')
+        self.budget.spend(_COSTS['storage'] + nbytes, 'storages')
+        buffer = bytearray(nbytes)
+        if record is not None:
+            with self.archive.open(record) as member:
+                _read_into(member, buffer)  # zipfile checks the CRC at the end
+        return _Storage(buffer, dtype, numel)
 
 
 def _read_into(stream: BinaryIO, buffer: bytearray) -> None:
-    """Fill ``buffer`` from ``stream``, in chunks."""
-    view, done = memoryview(buffer), 0
-    while done < len(buffer):
-        chunk = stream.read(min(_CHUNK, len(buffer) - done))
-        if not chunk:
+    view = memoryview(buffer)
+    for start in range(0, len(buffer), _CHUNK):
+        done = start + stream.readinto(view[start:start + _CHUNK])
+        if done < min(start + _CHUNK, len(buffer)):
             raise _Corrupt(f'a storage ends after {done} of {len(buffer)} bytes')
-        view[done:done + len(chunk)] = chunk
-        done += len(chunk)
-
-
-def _storage_pid(budget: _Budget, pid: object, legacy: bool) -> tuple[torch.dtype, str, int]:
-    """Check a storage's persistent id; return its dtype, record key and element count."""
-    fields = 6 if legacy else 5
-    if type(pid) is not tuple or len(pid) != fields or pid[0] != 'storage':
-        raise _Refused(f'its pickle refers to the persistent object {_shown(pid)}')
-    storage_type, key, location, numel = pid[1:5]
-    if legacy and pid[5] is not None:
-        raise _Refused('a storage is a view of another (the format of torch < 1.0)')
-    if (not isinstance(storage_type, _Global) or storage_type.key[1] not in STORAGE_DTYPES
-            or type(location) is not str or type(numel) is not int or not 0 <= numel < 1 << 62
-            or type(key) is not str):
-        raise _Refused(f'a storage reference {_shown(pid)} is not one torch.save writes')
-    budget.step(len(key), 'storage keys')
-    if not key.isalnum():
-        raise _Refused(f'a storage reference {_shown(pid)} is not one torch.save writes')
-    return STORAGE_DTYPES[storage_type.key[1]], key, numel
-
-
-def _open_zip(stream: BinaryIO, budget: _Budget) -> zipfile.ZipFile:
-    """Open the archive, charging first for its central directory (zipfile reads it whole,
-    a ZipInfo per record) at the size its end record gives."""
-    try:
-        end = zipfile._EndRecData(stream)  # noqa: SLF001 -- the directory size, read first
-        if end:
-            directory = min(end[zipfile._ECD_SIZE], budget.size)  # noqa: SLF001
-            budget.spend(_ZIP_DIRECTORY_PER_BYTE * directory, 'the zip directory')
-        return zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise _Corrupt(f'the zip archive is truncated or corrupt: {err}') from None
-
-
-def _local_sizes(stream: BinaryIO, record: zipfile.ZipInfo) -> tuple[tuple, list[tuple]]:
-    """A record's local header, and the (CRC, compressed, full size) triples it may give."""
-    stream.seek(record.header_offset)
-    local = struct.unpack('<4s2B4HL2L2H', stream.read(30))
-    extra = stream.read(local[10] + local[11])[local[10]:]
-    told = [local[7:10]]  # CRC, compressed and full size
-    if local[3] & 8:  # they follow the data, in a descriptor (as torch.save writes them)
-        stream.seek(record.compress_size, 1)
-        tail = stream.read(24)
-        tail = tail[4:] if tail.startswith(b'PK\x07\x08') else tail
-        told = [struct.unpack(layout, tail[:struct.calcsize(layout)])
-                for layout in ('<3L', '<LQQ') if len(tail) >= struct.calcsize(layout)]
-    at = 0
-    while len(extra) - at >= 20 and 0xFFFFFFFF in local[8:10]:  # zip64: sizes in an extra
-        tag, length = struct.unpack_from('<2H', extra, at)
-        if tag == 1:
-            told = [(local[7], *struct.unpack_from('<2Q', extra, at + 4)[::-1])]
-        at += 4 + length
-    return local, told
 
 
 def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], size: int) -> None:
-    """Records as torch.save writes them: unique, stored, sized alike twice, in the file."""
-    names = [record.filename for record in records]
-    if len(set(names)) != len(names):
+    """Records as torch.save writes them: unique, stored, sized alike twice, within the file."""
+    if len({record.filename for record in records}) != len(records):
         raise _Refused('its zip archive holds two records of the same name')
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED:
-            method = _COMPRESSION.get(record.compress_type, f'method {record.compress_type}')
+            method = zipfile.compressor_names.get(record.compress_type,
+                                                  f'method {record.compress_type}')
             raise _Refused(f'record {record.filename} is compressed with {method}, but '
                            f'torch.save stores every record uncompressed')
         if record.flag_bits & 1:
             raise _Refused(f'record {record.filename} is encrypted')
-        local, told = _local_sizes(stream, record)
+        stream.seek(record.header_offset)
+        local = struct.unpack('<4s2B4HL2L2H', stream.read(30))
+        extra = stream.read(local[10] + local[11])[local[10]:]
+        told = [local[7:10]]  # (CRC, compressed size, size) as the local header may give them
+        if local[3] & 8:  # in a descriptor after the data (as torch.save writes them)
+            stream.seek(record.compress_size, 1)
+            tail = stream.read(24)
+            tail = tail[4:] if tail.startswith(b'PK\x07\x08') else tail
+            told = [struct.unpack(layout, tail[:struct.calcsize(layout)])
+                    for layout in ('<3L', '<LQQ') if len(tail) >= struct.calcsize(layout)]
+        at = 0
+        while len(extra) - at >= 20 and 0xFFFFFFFF in local[8:10]:  # zip64: in an extra
+            tag, length = struct.unpack_from('<2H', extra, at)
+            if tag == 1:
+                told = [(local[7], *struct.unpack_from('<2Q', extra, at + 4)[::-1])]
+            at += 4 + length
         if (local[0] != b'PK\x03\x04' or local[4] != record.compress_type
                 or (record.CRC, record.compress_size, record.file_size) not in told
                 or record.compress_size != record.file_size):
-            raise _Refused(f'record {record.filename} has a CRC, sizes or a method in its '
-                           f'local header that differ from the central directory')
+            raise _Refused(f'record {record.filename} has a CRC, sizes or a method in its local '
+                           f'header that differ from the central directory')
     unpacked = sum(record.file_size for record in records)
     if unpacked > size:
-        raise _Refused(f'its records unpack to {unpacked} bytes, more than the {size} bytes '
-                       f'of the file')
+        raise _Refused(f'its records unpack to {unpacked} bytes, more than the {size} bytes of '
+                       f'the file')
 
 
 def _read_zip(stream: BinaryIO, budget: _Budget) -> object:
     """The zip format: ``<name>/data.pkl`` and its storage records ``<name>/data/<key>``."""
-    archive = _open_zip(stream, budget)
-    records = archive.infolist()
-    _check_records(stream, records, budget.size)
-    pickles = [r.filename for r in records if r.filename.count('/') == 1
-               and r.filename.endswith('/data.pkl')]
+    try:  # zipfile reads the central directory whole: charged first, at the size it claims
+        end = zipfile._EndRecData(stream)  # noqa: SLF001
+        if end:
+            directory = min(end[zipfile._ECD_SIZE], budget.size)  # noqa: SLF001
+            budget.spend(_ZIP_DIRECTORY_PER_BYTE * directory, 'the zip directory')
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise _Corrupt(f'the zip archive is truncated or corrupt: {err}') from None
+    _check_records(stream, archive.infolist(), budget.size)
+    pickles = [record for name, record in archive.NameToInfo.items()
+               if name.count('/') == 1 and name.endswith('/data.pkl')]
     if len(pickles) != 1:
         raise _Corrupt('it is a zip archive but not one written by torch.save (no single '
                        '<name>/data.pkl)')
-    prefix = pickles[0][:-len('data.pkl')]
-    names = set(archive.namelist())
-    if prefix + 'byteorder' in names and (
-            archive.getinfo(prefix + 'byteorder').file_size != len(b'little')
-            or archive.read(prefix + 'byteorder') != b'little'):
+    prefix = pickles[0].filename[:-len('data.pkl')]
+    byteorder = archive.NameToInfo.get(prefix + 'byteorder')
+    if byteorder is not None and (
+            byteorder.file_size != len(b'little') or archive.read(byteorder) != b'little'):
         raise _Refused('it was written on a big-endian machine, which is not supported')
-    storages: dict[str, _Storage] = {}
-
-    def load_storage(pid: object) -> _Storage:
-        dtype, key, numel = _storage_pid(budget, pid, legacy=False)
-        if key not in storages:
-            name = f'{prefix}data/{key}'
-            nbytes = numel * _ITEMSIZE[dtype]
-            if name not in names or archive.getinfo(name).file_size != nbytes:
-                raise _Refused(f'record {name} is missing or does not hold the {nbytes} bytes '
-                               f'of its {dtype} storage of {numel} elements')
-            budget.spend(_COSTS['storage'] + nbytes, 'storages')
-            buffer = bytearray(nbytes)
-            with archive.open(name) as member:
-                _read_into(member, buffer)  # zipfile checks the CRC at the end
-            storages[key] = _Storage(buffer, dtype, numel)
-        if storages[key].dtype is not dtype or storages[key].numel != numel:
-            raise _Refused(f'record {key} is read as two different storages')
-        return storages[key]
-
-    pickle_size = archive.getinfo(pickles[0]).file_size
-    budget.spend(pickle_size, 'the pickle')
-    budget.set_pickle_size(pickle_size)
-    data = archive.read(pickles[0])
-    return _Machine(budget, load_storage).run(pickletools.genops(io.BytesIO(data)))
+    budget.spend(pickles[0].file_size, 'the pickle')
+    budget.set_pickle_size(pickles[0].file_size)
+    ops = pickletools.genops(io.BytesIO(archive.read(pickles[0])))
+    return _Machine(budget, _Storages(budget, archive, prefix)).run(ops)
 
 
 def _read_legacy(stream: BinaryIO, budget: _Budget) -> object:
-    """The legacy format: five pickles (a magic number, the protocol, the system's sizes,
-    the value, its storage keys), then each storage's element count and bytes."""
-    size = budget.size
-    bounded = _Bounded(stream, size)
+    """Five pickles (magic, protocol, system sizes, value, storage keys), then the storages."""
+    storages = _Storages(budget)
+    bounded = SimpleNamespace(  # the file as genops reads it: none past its end, short lines
+        tell=stream.tell, readline=lambda: stream.readline(_LINE_LIMIT),
+        read=lambda count: stream.read(max(0, min(count, budget.size - stream.tell()))))
 
-    def decode(load_storage: Callable[[object], _Storage] | None = None) -> object:
+    def decode(load_storage: _Storages | None = None) -> object:
         return _Machine(budget, load_storage).run(pickletools.genops(bounded))
 
     if decode() != _LEGACY_MAGIC or decode() != _LEGACY_PROTOCOL:
@@ -1024,38 +999,19 @@ def _read_legacy(stream: BinaryIO, budget: _Budget) -> object:
     sys_info = decode()
     if type(sys_info) is not dict or sys_info.get('little_endian') is not True:
         raise _Refused('it was written on a big-endian machine, which is not supported')
-    pending: dict[str, tuple[_Storage, bytearray]] = {}
-    declared = [0]  # bytes of the storages pending so far
-
-    def load_storage(pid: object) -> _Storage:
-        dtype, key, numel = _storage_pid(budget, pid, legacy=True)
-        if key not in pending:
-            nbytes = numel * _ITEMSIZE[dtype]
-            declared[0] += nbytes
-            if declared[0] > size:
-                raise _Refused(f'its storages declare {declared[0]} bytes, more than the '
-                               f'{size} bytes of the file')
-            budget.spend(_COSTS['storage'] + nbytes, 'storages')
-            buffer = bytearray(nbytes)
-            pending[key] = (_Storage(buffer, dtype, numel), buffer)
-        if pending[key][0].dtype is not dtype or pending[key][0].numel != numel:
-            raise _Refused(f'storage {key} is read as two different storages')
-        return pending[key][0]
-
-    result = decode(load_storage)
-    keys = decode()
-    if (type(keys) is not list or len(keys) != len(pending)
-            or not all(type(key) is str for key in keys)):
-        raise _Corrupt('its storage list does not match the storages its pickle uses')
+    result, keys = decode(storages), decode()
+    mismatch = _Corrupt('its storage list does not match the storages its pickle uses')
+    if type(keys) is not list or len(keys) != len(storages) \
+            or not all(type(key) is str for key in keys):
+        raise mismatch
     budget.step(sum(len(key) for key in keys), 'storage keys')
-    if set(keys) != pending.keys():
-        raise _Corrupt('its storage list does not match the storages its pickle uses')
+    if set(keys) != storages.keys():
+        raise mismatch
     for key in keys:
-        storage, buffer = pending[key]
         count = stream.read(8)
-        if len(count) != 8 or struct.unpack('<q', count)[0] != storage.numel:
+        if len(count) != 8 or struct.unpack('<q', count)[0] != storages[key].numel:
             raise _Corrupt(f'storage {key} has the wrong size')
-        _read_into(stream, buffer)
+        _read_into(stream, storages[key].buffer)
     return result
 
 
@@ -1081,16 +1037,14 @@ def decode_torch_file(stream: BinaryIO, size: int, source: str) -> object:
             return _read_zip(stream, _Budget(size))
         if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
             return _read_legacy(stream, _Budget(size))
-        raise CheckpointError(f'Could not read checkpoint {source}: it is neither a '
-                              f'torch.save file nor a safetensors file')
-    except CheckpointError:
-        raise
     except _Refused as err:
         raise CheckpointError(f'Refused to load checkpoint {source}: {err}') from None
     except _Corrupt as err:
         raise CheckpointError(f'Could not read checkpoint {source}: the file is truncated or '
                               f'corrupt ({err})') from None
     except Exception as err:  # noqa: BLE001 -- whatever damaged bytes make the parsers raise
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        detail = (str(err).strip().splitlines() or [''])[0]
         raise CheckpointError(f'Could not read checkpoint {source}: the file is truncated or '
                               f'corrupt ({type(err).__name__}: {detail[:200]})') from None
+    raise CheckpointError(f'Could not read checkpoint {source}: it is neither a torch.save file '
+                          f'nor a safetensors file')
