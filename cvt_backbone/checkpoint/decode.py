@@ -287,14 +287,14 @@ class _Machine:
     def fill(self, node: _Node, items: list) -> None:
         """Put ``items`` into a list, set or dict (a dict's keys and values in turn)."""
         container = node.value
-        if type(container) is set:
-            keys, values = items, ()
-        elif type(container) in (dict, OrderedDict, Counter):
-            if len(items) % 2:
-                raise _Corrupt('SETITEMS has a key without a value')
-            keys, values = items[0::2], items[1::2]
-        else:
+        if type(container) is list:
             keys, values = (), items
+        elif type(container) is set:
+            keys, values = items, ()
+        elif len(items) % 2:
+            raise _Corrupt('SETITEMS has a key without a value')
+        else:
+            keys, values = items[0::2], items[1::2]
         self.spend_items(node, max(len(keys), len(values)))
         self.add(node, values, keys=len(keys))
         if type(container) is list:
@@ -358,8 +358,8 @@ class _Machine:
         elif len(self.stack) < count:
             raise IndexError(name)
         else:
-            items = self.stack[len(self.stack) - count:]
-            del self.stack[len(self.stack) - count:]
+            items = self.stack[-count:]
+            del self.stack[-count:]
         items = [_resolve(item) for item in items]
         if type(kind) is not tuple:
             self.push(self.new(kind, items))
@@ -367,6 +367,9 @@ class _Machine:
             self.fill(self.nodes[id(self.stack[-1])], items)
         else:
             raise _Refused(f'its pickle runs {name} on {_describe(self.stack[-1])}')
+
+    def op_empty(self, name: str, _: object) -> None:
+        self.push(self.new(_EMPTY[name]))
 
     def op_put(self, name: str, arg: object) -> None:
         """Entries numbered in order go into a list; any other index moves them to a dict."""
@@ -458,8 +461,7 @@ class _Machine:
             raise _Refused(f'a tensor was rebuilt from {_describe(storage)}, not a storage')
         size, stride = _ints(size, 'size'), _ints(stride, 'stride')
         if type(offset) is not int or not 0 <= offset < 1 << 62 or len(size) != len(stride):
-            raise _Refused(f'a tensor has offset {_shown(offset)}, size {size} and stride '
-                           f'{stride}')
+            raise _Refused(f'a tensor has offset {_shown(offset)}, size {size} and stride {stride}')
         if type(hooks) not in (dict, OrderedDict) or hooks or metadata \
                 or type(requires_grad) is not bool:
             raise _Refused('a tensor carries hooks or metadata (plain weights have neither)')
@@ -604,13 +606,13 @@ def _only(name: str, arity: int, make: Callable, *types: type
 
 _CONSTANTS = {'NONE': None, 'NEWTRUE': True, 'NEWFALSE': False}
 #: How many values each container opcode takes (None: those since the mark), and the kind it
-#: makes, or (a tuple) the kinds of the container below them that it fills.
+#: makes, or (a tuple) the kinds of the container below them that it fills; and the empty ones.
 _CONTAINER_OPS = {
-    'EMPTY_TUPLE': (0, tuple), 'TUPLE1': (1, tuple), 'TUPLE2': (2, tuple), 'TUPLE3': (3, tuple),
-    'TUPLE': (None, tuple), 'EMPTY_LIST': (0, list), 'LIST': (None, list), 'EMPTY_DICT': (0, dict),
-    'DICT': (None, dict), 'EMPTY_SET': (0, set), 'FROZENSET': (None, frozenset),
+    'TUPLE1': (1, tuple), 'TUPLE2': (2, tuple), 'TUPLE3': (3, tuple), 'TUPLE': (None, tuple),
+    'LIST': (None, list), 'DICT': (None, dict), 'FROZENSET': (None, frozenset),
     'APPEND': (1, (list, )), 'APPENDS': (None, (list, )), 'SETITEM': (2, (dict, OrderedDict)),
     'SETITEMS': (None, (dict, OrderedDict)), 'ADDITEMS': (None, (set, ))}
+_EMPTY = {'EMPTY_TUPLE': tuple, 'EMPTY_LIST': list, 'EMPTY_DICT': dict, 'EMPTY_SET': set}
 #: What each opcode ``torch.save`` writes means (STOP ends :meth:`_Machine.run`).
 _HANDLERS: dict[str, Callable[[_Machine, str, object], None]] = {
     name: handler for handler, names in (
@@ -618,7 +620,7 @@ _HANDLERS: dict[str, Callable[[_Machine, str, object], None]] = {
                              'SHORT_BINUNICODE BINUNICODE BINUNICODE8 SHORT_BINBYTES BINBYTES '
                              'BINBYTES8 STRING BINSTRING SHORT_BINSTRING'),
         (_Machine.op_stack, 'MARK POP_MARK POP DUP NONE NEWTRUE NEWFALSE PROTO FRAME'),
-        (_Machine.op_container, ' '.join(_CONTAINER_OPS)),
+        (_Machine.op_container, ' '.join(_CONTAINER_OPS)), (_Machine.op_empty, ' '.join(_EMPTY)),
         (_Machine.op_put, 'PUT BINPUT LONG_BINPUT MEMOIZE'),
         (_Machine.op_get, 'GET BINGET LONG_BINGET'),
         (_Machine.op_global, 'GLOBAL STACK_GLOBAL'), (_Machine.op_reduce, 'REDUCE NEWOBJ'),
