@@ -330,6 +330,11 @@ class _Machine:
         if name in ('STRING', 'BINSTRING', 'SHORT_BINSTRING'):
             self.budget.spend(sys.getsizeof(b'') + len(arg), 'Python 2 strings')
             arg = arg.encode('latin-1').decode('utf-8')
+        elif type(arg) is str and not arg.isascii():
+            try:  # pickletools reads BINUNICODE with 'surrogatepass', as pickle does
+                arg.encode('utf-8')
+            except UnicodeEncodeError:
+                raise _Refused('a string is not valid UTF-8 (a lone surrogate)') from None
         elif type(arg) is int and arg.bit_length() > MAX_INT_BITS:
             raise _Refused(f'an integer has {arg.bit_length()} bits (at most {MAX_INT_BITS})')
         cached = type(arg) is int and -5 <= arg <= 256  # CPython's small ints
@@ -707,11 +712,15 @@ def _read_into(stream: BinaryIO, buffer: bytearray) -> None:
             raise _Corrupt(f'a storage ends after {done} of {len(buffer)} bytes')
 
 
-def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], size: int) -> None:
-    """Records as torch.save writes them: unique, stored, sized alike twice, within the file."""
+def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], end: int) -> None:
+    """Records as torch.save writes them: unique, stored, sized alike twice, one after the
+    other before the directory at ``end`` (so each byte of the file is read for one record)."""
     if len({record.filename for record in records}) != len(records):
         raise _Refused('its zip archive holds two records of the same name')
-    for record in records:
+    free = 0  # where the next record may begin
+    for record in sorted(records, key=lambda r: r.header_offset):
+        if record.header_offset < free:
+            raise _Refused(f'record {record.filename} overlaps the record before it')
         if record.compress_type != zipfile.ZIP_STORED:
             method = zipfile.compressor_names.get(record.compress_type,
                                                   f'method {record.compress_type}')
@@ -740,10 +749,9 @@ def _check_records(stream: BinaryIO, records: list[zipfile.ZipInfo], size: int) 
                 or record.compress_size != record.file_size):
             raise _Refused(f'record {record.filename} has a CRC, sizes or a method in its local '
                            f'header that differ from the central directory')
-    unpacked = sum(record.file_size for record in records)
-    if unpacked > size:
-        raise _Refused(f'its records unpack to {unpacked} bytes, more than the {size} bytes of '
-                       f'the file')
+        free = record.header_offset + 30 + local[10] + local[11] + record.compress_size
+        if free > end:
+            raise _Refused(f'record {record.filename} runs into the zip directory')
 
 
 def _read_zip(stream: BinaryIO, budget: _Budget) -> object:
@@ -756,7 +764,7 @@ def _read_zip(stream: BinaryIO, budget: _Budget) -> object:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise _Corrupt(f'the zip archive is truncated or corrupt: {err}') from None
-    _check_records(stream, archive.infolist(), budget.size)
+    _check_records(stream, archive.infolist(), archive.start_dir)
     pickles = [record for name, record in archive.NameToInfo.items()
                if name.count('/') == 1 and name.endswith('/data.pkl')]
     if len(pickles) != 1:

@@ -30,6 +30,7 @@ import builtins
 import io
 import os
 import pickle
+import re
 import struct
 import sys
 import traceback
@@ -231,6 +232,25 @@ def local_header_lie(folder: Path) -> Path:
     data[offset + 18:offset + 26] = struct.pack('<2L', 10 ** 9, 10 ** 9)
     path = folder / 'local_header.pth'
     path.write_bytes(bytes(data))
+    return path
+
+
+def shared_local_header(folder: Path) -> Path:
+    """Two directory records that point at one local header: a reader that checks each
+    record's header would read those bytes once per record."""
+    data = bytearray(torch_zip(program(*tensor_ops(4), b'.'), {'0': bytes(16), '1': bytes(16)}))
+    entries = [m.start() for m in re.finditer(rb'PK\x01\x02', data)]
+    data[entries[-1] + 42:entries[-1] + 46] = data[entries[-2] + 42:entries[-2] + 46]
+    path = folder / 'shared_local_header.pth'
+    path.write_bytes(bytes(data))
+    return path
+
+
+def lone_surrogate(folder: Path) -> Path:
+    """A str key holding a lone surrogate, which no UTF-8 text (a log line, a file name)
+    can carry."""
+    path = folder / 'lone_surrogate.pth'
+    path.write_bytes(torch_zip(program(b'}X\x03\x00\x00\x00\xed\xa0\x80K\x01s.'), {}))
     return path
 
 
@@ -465,6 +485,8 @@ REFUSED = {
     lzma_bomb: 'compressed with lzma',
     duplicate_record: 'two records of the same name',
     local_header_lie: 'local header that differ from the central directory',
+    shared_local_header: 'overlaps the record before it',
+    lone_surrogate: 'not valid UTF-8',
     memo_bomb: 'counting every shared reference',
     deep_nesting: 'nested more than 100 deep',
     self_containing: 'list contains itself',
