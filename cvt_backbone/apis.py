@@ -10,9 +10,6 @@
 * :func:`load_checkpoint`: a whole-model checkpoint into such a model, read by the package's
   decoder, refused unless it fills the model (missing keys and wrong shapes are named).
 * :func:`init_model`: both, as mmdet's ``init_detector`` or mmseg's ``init_model`` do.
-* :func:`tensor_forward`: the model's ``mode='tensor'`` forward (backbone, neck and heads
-  without post-processing) with a random input of the toolbox's usual size, for counting
-  FLOPs and exporting.
 
 The tools build every model they measure, export or test through these.
 """
@@ -212,77 +209,5 @@ def init_model(config: Config | str, checkpoint: str | None = None,
     return model.to(device).eval()
 
 
-class TensorModeForward(nn.Module):
-    """Run an OpenMMLab model's ``mode='tensor'`` forward: backbone, neck and heads.
-
-    This is the forward that the toolboxes' get_flops tools count (``_forward`` of mmdet
-    detectors and mmseg segmentors, ``extract_feat`` plus the head for mmpretrain), without
-    losses or post-processing beyond what the heads do themselves.
-
-    Args:
-        model: A detector, segmentor or classifier.
-        data_samples: Data samples with image meta information (one per image), or None.
-    """
-
-    def __init__(self, model: nn.Module, data_samples: list | None) -> None:
-        super().__init__()
-        self.model = model
-        self.data_samples = data_samples
-
-    def forward(self, inputs: torch.Tensor):
-        """Images ``(B, 3, H, W)`` -> the raw outputs of the model's heads."""
-        return self.model(inputs, self.data_samples, mode='tensor')
-
-
-def _data_samples(scope: str, batch: int, shape: tuple[int, int]) -> list | None:
-    """Data samples carrying the meta information heads read (image and padding shapes)."""
-    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
-                scale_factor=(1., 1.))
-    if scope == 'mmdet':
-        from mmdet.structures import DetDataSample
-        return [DetDataSample(metainfo=meta) for _ in range(batch)]
-    if scope == 'mmseg':
-        from mmseg.structures import SegDataSample
-        return [SegDataSample(metainfo=meta) for _ in range(batch)]
-    return None
-
-
-def tensor_forward(config: Config | str, shape: tuple[int, int] | None = None,
-                   batch: int = 1) -> tuple[TensorModeForward, torch.Tensor, str]:
-    """The model of a config in :class:`TensorModeForward`, and a random input for it.
-
-    Args:
-        config: A config or its file.
-        shape: Input ``(H, W)``; default: the config's own test size where it states one
-            (``test_pipeline`` ``Resize``/``scale``), else :data:`DEFAULT_SHAPES`.
-        batch: Images per batch.
-
-    Returns:
-        The wrapped model (eval mode, no weights loaded), an input ``(batch, 3, H, W)``
-        and the toolbox name.
-    """
-    cfg = load_config(config) if isinstance(config, str) else config
-    model, scope = build_model(cfg)
-    shape = tuple(shape or config_test_shape(cfg) or DEFAULT_SHAPES[scope])
-    wrapped = TensorModeForward(model, _data_samples(scope, batch, shape))
-    return wrapped, torch.randn(batch, 3, *shape), scope
-
-
-def config_test_shape(cfg: Config) -> tuple[int, int] | None:
-    """The ``(H, W)`` a config resizes its test images to, where it says so exactly: a
-    ``Resize`` to a square ``scale`` (or an ``int``) in its test pipeline; else None."""
-    pipeline = cfg.get('test_pipeline') or (cfg.get('test_dataloader') or {}).get(
-        'dataset', {}).get('pipeline') or []
-    for step in pipeline:
-        if isinstance(step, Mapping) and str(step.get('type', '')).split('.')[-1] == 'Resize':
-            scale = step.get('scale')
-            if isinstance(scale, int):
-                return scale, scale
-            if isinstance(scale, (list, tuple)) and len(scale) == 2 and scale[0] == scale[1]:
-                return int(scale[1]), int(scale[0])
-    return None
-
-
-__all__ = ['DEFAULT_SHAPES', 'EXTRAS', 'TensorModeForward', 'build_model', 'check_toolbox',
-           'config_scope', 'config_test_shape', 'init_model', 'load_checkpoint', 'load_config',
-           'tensor_forward']
+__all__ = ['DEFAULT_SHAPES', 'EXTRAS', 'build_model', 'check_toolbox', 'config_scope',
+           'init_model', 'load_checkpoint', 'load_config']

@@ -4,19 +4,15 @@ One route serves every loader of a CvT. :func:`load_cvt_weights` (``init_cfg=dic
 'Pretrained')`` and the tools) reads the checkpoint safely, unwraps it, checks its arch and
 fits its keys; :func:`cvt_load_state_dict_pre_hook`, which every CvT registers, applies the
 same fitting and arch check when weights arrive through ``model.load_state_dict``,
-``load_from`` or ``mmengine.runner.load_checkpoint``, so foreign key names load there too and
-a checkpoint of another arch is refused wherever it is loaded.
+``load_from`` or ``mmengine.runner.load_checkpoint``, so foreign key names load there too
+and a checkpoint of another arch is refused wherever it is loaded.
 
 Fitting (:func:`fit_cvt_state_dict`) turns official, transformers and whole-model
-(``backbone.*``) checkpoints into this package's names. Keys of another output path are set
-aside with a log line (the classifier head; the class-token norm for a feature-map backbone;
-per-stage output norms for a class-token backbone), and output norms a checkpoint lacks keep
-their initialisation, also with a log line.
-
-For whole models (a classifier, detector or segmentor around any backbone),
-:func:`check_checkpoint_fits` refuses a checkpoint that would leave weights unloaded, and
-:func:`diff_on_meta` compares a checkpoint with a model built on PyTorch's ``meta`` device,
-so that a model is never allocated in a size a file only states.
+(``backbone.*``) checkpoints into this package's names. For whole models (a classifier,
+detector or segmentor around any backbone), :func:`check_checkpoint_fits` refuses a
+checkpoint that would leave weights unloaded, and :func:`diff_on_meta` compares a checkpoint
+with a model built on PyTorch's ``meta`` device, so that a model is never allocated in a
+size a file only states.
 """
 from __future__ import annotations
 

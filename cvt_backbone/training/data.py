@@ -15,12 +15,7 @@ resume the same images get other crops and flips. Here every sample carries its 
   process's streams untouched).
 
 The augmentations of a sample then depend on what it is and where it stands in the run,
-not on which worker loads it, whether workers persist, or whether the run was resumed. A
-config names them (``configs/_base_/cvt_runtime.py``)::
-
-    train_dataloader = dict(
-        sampler=dict(type='SeededDefaultSampler', shuffle=True),
-        dataset=dict(type='SeededDataset', dataset=dict(type='CocoDataset', ...)))
+not on which worker loads it, whether workers persist, or whether the run was resumed.
 """
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Every checkpoint a run reads, read by this package's decoder: :class:`SafeLoadingHook`.
 
-MMEngine's ``CheckpointLoader`` reads checkpoints (``load_from``, ``--resume``,
-``init_cfg=dict(type='Pretrained')`` of other backbones, ``load_checkpoint``, the inferencers)
-with ``torch.load`` through one loader per scheme. A config that names
-:class:`SafeLoadingHook` (every config of this project does, in ``custom_hooks``) has, before
-its Runner initialises or loads weights, MMEngine's schemes registered anew through MMEngine's
-public ``CheckpointLoader.register_scheme`` with the loaders of this module
+MMEngine's ``CheckpointLoader`` reads checkpoints with ``torch.load``, one loader per
+scheme. A config that names :class:`SafeLoadingHook` (every config of this project does)
+has, before its Runner initialises or loads weights, MMEngine's own schemes registered anew
+through its public ``CheckpointLoader.register_scheme`` with this module's loaders
 (:func:`use_safe_loading`). A hook cannot reach what is read before the run starts (a model
 that reads a checkpoint in its constructor) or where no Runner runs (the inferencers): the
 project's tools call :func:`use_safe_loading` before they build anything. The loaders:
@@ -17,11 +15,6 @@ project's tools call :func:`use_safe_loading` before they build anything. The lo
 * remove what MMEngine would act on at a checkpoint's say (:func:`sanitize_checkpoint`):
   config text it would run as Python, the checkpoint files its ``CheckpointHook`` would
   delete, and a seed it could not use.
-
-Schemes: local paths (and hub repository ids), ``http(s)://``, ``torchvision://`` /
-``modelzoo://``, ``open-mmlab://`` / ``openmmlab://``, ``mmcls://``, ``s3://`` /
-``petrel://``, ``pavi://``: MMEngine's own set. A scheme another package registers under
-another prefix is that package's.
 """
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvt_backbone import CvT
-from cvt_backbone.apis import tensor_forward
-from flops import count_flops
+from flops import count_flops, tensor_forward
 from tests.helpers import ROOT
 
 GET_FLOPS = ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'

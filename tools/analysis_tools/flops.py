@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config
+
+from cvt_backbone.apis import DEFAULT_SHAPES, build_model, load_config
 
 #: The traced names of scaled dot-product attention: the public op and the fused kernels
 #: that PyTorch dispatches it to (their first three inputs are query, key and value).
@@ -133,3 +137,74 @@ def count_flops(model: nn.Module, inputs: torch.Tensor | tuple) -> FlopCount:
 def _short_name(op: str) -> str:
     """Book every attention variant under one name."""
     return ATTENTION_KEY if op.startswith('_scaled_dot_product') else op
+
+
+class TensorModeForward(nn.Module):
+    """Run an OpenMMLab model's ``mode='tensor'`` forward: backbone, neck and heads.
+
+    This is the forward that the toolboxes' get_flops tools count (``_forward`` of mmdet
+    detectors and mmseg segmentors, ``extract_feat`` plus the head for mmpretrain), without
+    losses or post-processing beyond what the heads do themselves.
+
+    Args:
+        model: A detector, segmentor or classifier.
+        data_samples: Data samples with image meta information (one per image), or None.
+    """
+
+    def __init__(self, model: nn.Module, data_samples: list | None) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        """Images ``(B, 3, H, W)`` -> the raw outputs of the model's heads."""
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def _data_samples(scope: str, batch: int, shape: tuple[int, int]) -> list | None:
+    """Data samples carrying the meta information heads read (image and padding shapes)."""
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+                scale_factor=(1., 1.))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta) for _ in range(batch)]
+    if scope == 'mmseg':
+        from mmseg.structures import SegDataSample
+        return [SegDataSample(metainfo=meta) for _ in range(batch)]
+    return None
+
+
+def tensor_forward(config: Config | str, shape: tuple[int, int] | None = None,
+                   batch: int = 1) -> tuple[TensorModeForward, torch.Tensor, str]:
+    """The model of a config in :class:`TensorModeForward`, and a random input for it.
+
+    Args:
+        config: A config or its file.
+        shape: Input ``(H, W)``; default: the config's own test size where it states one
+            (``test_pipeline`` ``Resize``/``scale``), else :data:`cvt_backbone.apis.DEFAULT_SHAPES`.
+        batch: Images per batch.
+
+    Returns:
+        The wrapped model (eval mode, no weights loaded), an input ``(batch, 3, H, W)``
+        and the toolbox name.
+    """
+    cfg = load_config(config) if isinstance(config, str) else config
+    model, scope = build_model(cfg)
+    shape = tuple(shape or config_test_shape(cfg) or DEFAULT_SHAPES[scope])
+    wrapped = TensorModeForward(model, _data_samples(scope, batch, shape))
+    return wrapped, torch.randn(batch, 3, *shape), scope
+
+
+def config_test_shape(cfg: Config) -> tuple[int, int] | None:
+    """The ``(H, W)`` a config resizes its test images to, where it says so exactly: a
+    ``Resize`` to a square ``scale`` (or an ``int``) in its test pipeline; else None."""
+    pipeline = cfg.get('test_pipeline') or (cfg.get('test_dataloader') or {}).get(
+        'dataset', {}).get('pipeline') or []
+    for step in pipeline:
+        if isinstance(step, Mapping) and str(step.get('type', '')).split('.')[-1] == 'Resize':
+            scale = step.get('scale')
+            if isinstance(scale, int):
+                return scale, scale
+            if isinstance(scale, (list, tuple)) and len(scale) == 2 and scale[0] == scale[1]:
+                return int(scale[1]), int(scale[0])
+    return None

@@ -23,9 +23,8 @@ import os.path as osp
 import torch
 
 from cvt_backbone import ConfigError, CvT
-from cvt_backbone.apis import tensor_forward
 from cvt_backbone.errors import run_main
-from flops import count_flops
+from flops import count_flops, tensor_forward
 
 
 def parse_args() -> argparse.Namespace:
