@@ -92,8 +92,9 @@ def test_the_tools_refuse_with_one_line(tmp_path, demo_data, make, command):
     config = 'configs/demo/cvt-tiny_shapes-cls.py'
     path = make(tmp_path)
     work = ['--work-dir', tmp_path / 'work']
-    data = [f'{loader}.dataset.data_root={demo_data}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    data = [f'train_dataloader.dataset.dataset.data_root={demo_data}',  # inside SeededDataset
+            *(f'{loader}.dataset.data_root={demo_data}'
+              for loader in ('val_dataloader', 'test_dataloader'))]
     args = {'resume': ('train.py', config, '--resume', path, *work, '--cfg-options', *data),
             'load_from': ('train.py', config, *work, '--cfg-options', f'load_from={path}',
                           *data),

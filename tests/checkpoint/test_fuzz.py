@@ -31,7 +31,7 @@ from tests.checkpoint.strategies import (
     safetensors_files,
     torch_files,
 )
-from tests.helpers import ROOT
+from tests.helpers import ENV, ROOT
 
 CAMPAIGN = int(os.environ.get('CVT_FUZZ_EXAMPLES', 0))
 #: Memory a child may use beyond what its imports take, and seconds per file.
@@ -202,7 +202,7 @@ def test_generated_files_read_within_memory_and_time_proportional_to_their_size(
     code = ('import json; from tests.checkpoint.test_fuzz import run_batch; '
             f'print(json.dumps(run_batch({examples})))')
     child = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                           text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)},
+                           text=True, env=ENV,
                            timeout=600 + examples * FILE_SECONDS)
     assert child.returncode == 0, child.stderr[-3000:]
     figures = json.loads(child.stdout.strip().splitlines()[-1])
