@@ -1,17 +1,8 @@
 """A config's model, and a checkpoint in it, for any of the three toolboxes.
 
-* :func:`check_toolbox`: a toolbox (and mmcv, where its models need the compiled ops) in
-  its tested range, checked where it is used;
-* :func:`load_config`: a config file with ``--cfg-options``-style overrides; a missing file,
-  a toolbox the config inherits from that is not installed, or a file MMEngine cannot read
-  is one :class:`~cvt_backbone.ConfigError` naming it.
-* :func:`build_model`: the model of an mmpretrain, mmdet or mmseg config (the toolbox is its
-  ``default_scope``), in eval mode, without loading any weights.
-* :func:`load_checkpoint`: a whole-model checkpoint into such a model, read by the package's
-  decoder, refused unless it fills the model (missing keys and wrong shapes are named).
-* :func:`init_model`: both, as mmdet's ``init_detector`` or mmseg's ``init_model`` do.
-
-The tools build every model they measure, export or test through these.
+:func:`build_model`, :func:`load_checkpoint` and both at once, :func:`init_model` (as mmdet's
+``init_detector`` or mmseg's ``init_model``), with :func:`load_config` and
+:func:`check_toolbox`. The tools build every model they measure, export or test through these.
 """
 from __future__ import annotations
 

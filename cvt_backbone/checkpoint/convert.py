@@ -1,18 +1,9 @@
 """Key names of every published CvT checkpoint, and how they become this package's.
 
-Two foreign formats exist, each with one table here:
-
-* **official** (microsoft/CvT ``.pth`` files): ``stage0.patch_embed.proj.weight``, ...,
-  ``stage2.cls_token``, the final LayerNorm ``norm`` (applied to the class token) and the
-  classifier ``head``;
-* **transformers** (``CvtModel`` / ``CvtForImageClassification``, the hub repositories
-  ``microsoft/cvt-*``): ``cvt.encoder.stages.0.embedding.convolution_embeddings...``,
-  ``layernorm`` (the class token's final norm) and ``classifier``.
-
-Both tables map onto :class:`~cvt_backbone.CvT`'s names (``stages.0.patch_embed.projection``,
-``cls_norm``, ``head``). A format is recognised from the keys, never from a file name.
-This module also holds the one :func:`unwrap_state_dict` and the one state-dict diff
-(:func:`diff_state_dict`) that every loader, the converter and the training hooks use.
+One table per foreign format, **official** (microsoft/CvT ``.pth`` files) and
+**transformers** (``CvtModel`` / ``CvtForImageClassification``, the hub's ``microsoft/cvt-*``),
+recognised from the keys, never from a file name. Also the one :func:`unwrap_state_dict` and
+state-dict diff (:func:`diff_state_dict`) that every loader, the converter and the hooks use.
 """
 from __future__ import annotations
 
@@ -208,10 +199,8 @@ def arch_from_transformers_config(config: Mapping, source: str = 'config.json') 
 def arch_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """The arch fields a state dict with this package's key names shows by its shapes.
 
-    Widths, depths, embedding kernel sizes and the class tokens are visible in the weights;
-    heads, strides and paddings are not. Every block a depth counts is there in full
-    measure: its attention output and MLP weights have the stage's width, so a model built
-    to this arch is no larger than the weights (up to the small tensors).
+    Heads, strides and paddings are not visible in the weights. Every block a depth counts
+    has its stage's width, so a model built to this arch is no larger than the weights.
 
     Raises:
         CheckpointError: a stage's blocks are not numbered 0, 1, ..., or a block lacks its
@@ -307,9 +296,8 @@ def unwrap_state_dict(checkpoint: object, source: str,
     Args:
         checkpoint: What the checkpoint file held.
         source: Names the checkpoint in errors.
-        wrappers: The keys that may hold the state dict: :data:`ANY_WRAPPER` (MMEngine,
-            timm and DeepSpeed style) for the package's own loaders, :data:`MMENGINE_WRAPPER`
-            for what MMEngine's loaders will load (``'state_dict'``, else the whole mapping).
+        wrappers: The keys that may hold the state dict: :data:`ANY_WRAPPER` for the
+            package's own loaders, :data:`MMENGINE_WRAPPER` for what MMEngine's will load.
 
     Raises:
         CheckpointError: there is no non-empty state dict of tensors under str keys.

@@ -1,23 +1,8 @@
 """Downloading checkpoints from ``http(s)://`` URLs into a cache, within stated limits.
 
-:func:`download` fetches a URL once into ``<torch hub dir>/checkpoints/cvt_backbone/`` under a
-name this module makes (a hash of the URL and the URL's file name, reduced to safe
-characters). Four limits bound it, each set by an environment variable
-(:func:`download_limits`):
-
-* ``CVT_DOWNLOAD_TIMEOUT`` (30 s): the connection and every read wait at most this long;
-* ``CVT_DOWNLOAD_DEADLINE`` (3 h): the whole download, headers included, ends by then;
-* ``CVT_DOWNLOAD_MIN_RATE`` (32 KiB/s): over every span of twice the timeout from the request
-  on, the body arrives at least this fast (a trickle of headers, chunk sizes or trailers
-  brings no body, so it is stopped too);
-* ``CVT_DOWNLOAD_MAX_BYTES`` (2 GiB): no more is accepted, announced or not.
-
-A watchdog thread judges the deadline and the rate and shuts the connection down wherever
-the download waits. Redirects are followed to ``http(s)://`` only, at most
-:data:`MAX_REDIRECTS` of them. The bytes go to a temporary ``.partial`` name that is removed
-on every failure, on SIGTERM (in the main thread; the signal then reaches its previous
-handler) and, for a process that was killed outright, by the next download. Every failure is
-one :class:`CheckpointError` line.
+The cache, the four limits and their environment variables, redirects and the removal of
+partial files are described in docs/downloads.md. Every failure is one
+:class:`CheckpointError` line.
 """
 from __future__ import annotations
 
@@ -42,15 +27,14 @@ from torch.hub import tqdm  # tqdm where it is installed, else torch's own minim
 
 from ..errors import CheckpointError
 
-#: Download limits: (environment variable, default).
+# Each download limit: (environment variable, default); docs/downloads.md says why.
+#: Seconds the connection and every read wait at most.
 TIMEOUT_ENV, DEFAULT_TIMEOUT = 'CVT_DOWNLOAD_TIMEOUT', 30.0
-#: 3 h: the largest published CvT file (CvT-W24 at 384 px from ImageNet-22k, about 1.2 GB)
-#: arrives in 2.7 h over a 1 Mbit/s link.
+#: Seconds the whole download may take, headers included.
 DEADLINE_ENV, DEFAULT_DEADLINE = 'CVT_DOWNLOAD_DEADLINE', 3 * 3600.0
-#: Slower than 32 KiB/s for a minute, the link is practically gone: CvT-13's 80 MB would need
-#: 40 minutes. The rate is judged over each span of twice the timeout (a minute by default).
+#: The slowest body rate accepted (bytes/s), over each span of twice the timeout.
 MIN_RATE_ENV, DEFAULT_MIN_RATE = 'CVT_DOWNLOAD_MIN_RATE', 32 << 10
-#: Above the largest published CvT file (about 1.2 GB).
+#: Bytes accepted at most, announced or received.
 MAX_BYTES_ENV, DEFAULT_MAX_BYTES = 'CVT_DOWNLOAD_MAX_BYTES', 2 << 30
 #: Redirects followed; hub files take one or two (a renamed repository, then the CDN).
 MAX_REDIRECTS = 5
@@ -66,11 +50,8 @@ def url_cache_dir() -> str:
 
 
 def cache_path(url: str) -> str:
-    """The cache file of ``url``: a hash of the whole URL and its file name, safe characters.
-
-    Two URLs that end in the same file name (every hub repository's ``model.safetensors``)
-    get different files; no part of the URL can name a folder.
-    """
+    """The cache file of ``url``: a hash of the whole URL, then its file name in safe
+    characters (so no part of the URL can name a folder)."""
     name = osp.basename(urllib.parse.urlparse(url).path) or 'checkpoint'
     name = re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.')[-80:] or 'checkpoint'
     digest = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
@@ -151,11 +132,8 @@ def check_url(url: str) -> None:
 # --------------------------------------------------------------------------- the connection
 class _Watchdog:
     """Shuts a download's connections down, wherever it waits, when its deadline passes or
-    a span of ``span`` seconds brings less than ``min_rate`` bytes a second.
-
-    The spans run from the request on, so a trickle anywhere (the status line, headers,
-    chunk sizes, trailers or the body) is judged; only body bytes count as arrived.
-    """
+    a span of ``span`` seconds (from the request on) brings less than ``min_rate`` body bytes
+    a second."""
 
     def __init__(self, seconds: float, span: float, min_rate: float) -> None:
         self.seconds, self.span, self.min_rate = seconds, span, min_rate
@@ -274,14 +252,9 @@ def _opener(url: str, watchdog: _Watchdog) -> urllib.request.OpenerDirector:
 
 @contextlib.contextmanager
 def _removed_on_sigterm(path: str, url: str) -> Iterator[None]:
-    """Remove ``path`` if SIGTERM arrives in the block, then pass the signal on.
-
-    In the main thread (the only one that handles signals) a handler is installed for the
-    block. It removes the file, restores the previous disposition and hands the signal to it:
-    the default one ends the process as it would have; a Python handler is called, and if it
-    returns, the download stops with a :class:`CheckpointError`. Outside the main thread, or
-    when SIGTERM is ignored or handled outside Python, nothing is installed.
-    """
+    """Remove ``path`` if SIGTERM arrives in the block, then hand the signal to the previous
+    handler (main thread only; nothing is installed where SIGTERM is ignored or handled
+    outside Python)."""
     previous = signal.getsignal(signal.SIGTERM)
     if (threading.current_thread() is not threading.main_thread()
             or previous in (None, signal.SIG_IGN)):
@@ -384,10 +357,8 @@ def _fetch(url: str, partial: str, progress: _Progress, timeout: float, bar: boo
 def download(url: str, progress: bool = True) -> str:
     """Download ``url`` into the cache once; return the cached file.
 
-    The bytes go to ``<cache file>.<random>.partial``, which is renamed to the cache file
-    when complete and removed on any failure or SIGTERM; partial files that a killed process
-    left are removed when the next download starts (:func:`remove_stale_partials`). The
-    limits of :func:`download_limits` hold throughout.
+    The bytes go to a ``.partial`` file, renamed to the cache file when complete and removed
+    on any failure or SIGTERM; the limits of :func:`download_limits` hold throughout.
 
     Args:
         url: An ``http(s)://`` URL.

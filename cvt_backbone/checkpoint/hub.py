@@ -1,17 +1,7 @@
 """Hub repository ids as checkpoints: ``'microsoft/cvt-13'``, as transformers users write them.
 
-A string :func:`~.read.read_checkpoint` is given is a hub repository id
-(:func:`~.read.is_hub_id`) when it reads ``owner/name``, ``owner/name@revision`` or the same
-after ``hf://``, and no local file or folder of that name exists: a local path always wins.
-Without ``hf://``, a name that ends like a checkpoint file (``work_dirs/epoch_12.pth``) stays a
-local path, so a missing file is reported as missing rather than looked up on the hub.
-
-The repository's ``config.json`` and its weights (``model.safetensors``, else
-``pytorch_model.bin``) are fetched by ``huggingface_hub`` (the ``[hub]`` extra) into its
-cache, with its settings (``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``,
-``HF_HUB_OFFLINE``, ``HF_TOKEN``) (:func:`fetch_hub_files`); :func:`~.read.read_checkpoint`
-reads them as a ``save_pretrained`` folder: the weights through this package's reader, never
-``torch.load``. Every failure is one :class:`CheckpointError` line naming the id.
+Which strings are hub ids (:func:`~.read.is_hub_id`), what is fetched and with which settings:
+see docs/downloads.md. Every failure is one :class:`CheckpointError` line naming the id.
 """
 from __future__ import annotations
 

@@ -1,18 +1,9 @@
 """Putting checkpoints into models completely or not at all.
 
-One route serves every loader of a CvT. :func:`load_cvt_weights` (``init_cfg=dict(type=
-'Pretrained')`` and the tools) reads the checkpoint safely, unwraps it, checks its arch and
-fits its keys; :func:`cvt_load_state_dict_pre_hook`, which every CvT registers, applies the
-same fitting and arch check when weights arrive through ``model.load_state_dict``,
-``load_from`` or ``mmengine.runner.load_checkpoint``, so foreign key names load there too
-and a checkpoint of another arch is refused wherever it is loaded.
-
-Fitting (:func:`fit_cvt_state_dict`) turns official, transformers and whole-model
-(``backbone.*``) checkpoints into this package's names. For whole models (a classifier,
-detector or segmentor around any backbone), :func:`check_checkpoint_fits` refuses a
-checkpoint that would leave weights unloaded, and :func:`diff_on_meta` compares a checkpoint
-with a model built on PyTorch's ``meta`` device, so that a model is never allocated in a
-size a file only states.
+Every loader of a CvT fits keys (:func:`fit_cvt_state_dict`) and checks the arch the same
+way: :func:`load_cvt_weights` directly, and :func:`cvt_load_state_dict_pre_hook` where
+weights arrive through ``load_state_dict``, ``load_from`` or ``load_checkpoint``. Whole
+models: :func:`check_checkpoint_fits` and :func:`diff_on_meta`.
 """
 from __future__ import annotations
 
@@ -220,12 +211,10 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str,
                           wrappers: tuple[str, ...] = ANY_WRAPPER) -> None:
     """Refuse a checkpoint that would leave some of ``model``'s weights unloaded.
 
-    MMEngine loads ``load_from`` and ``--resume`` checkpoints, and the inferencers their
-    weights, with ``strict=False``: missing keys and shape mismatches only log a warning,
-    and the model silently keeps random weights there. Keys the model does not have are
-    allowed (MMEngine ignores them); they are named beside what is missing. The weights
-    checked are the ones the loader that follows will load: ``wrappers`` says where it
-    looks (:data:`~.convert.MMENGINE_WRAPPER` before MMEngine's loaders).
+    MMEngine loads with ``strict=False``, keeping random weights where keys are missing or
+    mismatched. Keys the model does not have are allowed, as MMEngine ignores them.
+    ``wrappers`` says where the loader that follows looks (:data:`~.convert.MMENGINE_WRAPPER`
+    before MMEngine's loaders).
 
     Raises:
         CheckpointError: no state dict of tensors, missing keys or shape mismatches; the
@@ -241,9 +230,8 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str,
 
 
 def _as_mmengine_loads(checkpoint: Mapping, source: str) -> OrderedDict:
-    """The state dict as MMEngine's loaders will load it: every key's ``module`` prefix
-    removed one by one (by the pattern ``^module.`` or ``^module\\.``, as the call site has
-    it).
+    """The state dict as MMEngine's loaders will load it: each key's ``module.`` prefix
+    removed (by ``^module.`` or ``^module\\.``, as the call site has it).
 
     Raises:
         CheckpointError: a key the two patterns treat differently, or two keys that load

@@ -1,16 +1,9 @@
 """Where checkpoints come from: local files, transformers folders, URLs, hub ids, bytes.
 
-:func:`read_checkpoint` takes a local file, a folder written by transformers'
-``save_pretrained`` (or a downloaded hub snapshot), an ``http(s)://`` URL, a hub repository
-id (``'microsoft/cvt-13'``), or bytes. The format is recognised from the content, never from
-the name: a ``torch.save`` file (read by :mod:`.decode`, which runs no code) or a
-``.safetensors`` file (read by the ``safetensors`` library). Only regular files are opened: a
-FIFO, a device, or anything under ``/proc``, ``/sys`` or ``/dev`` is refused by name before
-it is read.
-
-URLs are downloaded once by :mod:`.download` (within a timeout, a deadline, a minimum rate
-and a size cap) and re-read with the same reader at every load; hub ids are fetched into
-huggingface_hub's cache by :mod:`.hub` and read as a ``save_pretrained`` folder is.
+The format is recognised from the content, never from the name: a ``torch.save`` file (read
+by :mod:`.decode`, which runs no code) or a safetensors file (read by the ``safetensors``
+library). URLs are downloaded by :mod:`.download`, hub ids fetched by :mod:`.hub` (see
+docs/downloads.md); both are then read as local files and folders are.
 """
 from __future__ import annotations
 
@@ -306,8 +299,7 @@ def read_checkpoint(source: str | os.PathLike | bytes, map_location: object = 'c
         data = bytes(source)
         return _place(_read_stream(io.BytesIO(data), len(data), 'from memory', None),
                       map_location)
-    # The network readers are imported where a network source is read: `import cvt_backbone`
-    # loads no network code.
+    # Imported here, so that `import cvt_backbone` loads no network code.
     if is_url(source):
         from .download import download_with_config
         path, config = download_with_config(source)

@@ -1,17 +1,8 @@
 """The published CvT weights by name: mmpretrain's model hub, and ``hf://`` checkpoints.
 
-The published weights are listed, with their configs and official results, in
-``configs/cvt/metafile.yml`` (OpenMMLab's model-index format). ``import cvt_backbone``
-registers:
-
-* that model index with mmpretrain's model hub (:func:`register_model_index`), where
-  mmpretrain is installed and the ``configs/`` folder is beside the package (a source
-  checkout or an editable install): ``mmpretrain.list_models('*cvt*')``,
-  ``get_model(name, pretrained=True)`` and ``ImageClassificationInferencer(name)`` work;
-* the checkpoint scheme ``hf://`` in MMEngine's ``CheckpointLoader`` (a prefix of its own;
-  it replaces no other): ``hf://microsoft/cvt-13[@revision]``, the form of the index's
-  weights, is read by this package's reader (:mod:`.hub`) and given an mmpretrain
-  classifier's layout, wherever MMEngine loads a checkpoint.
+``import cvt_backbone`` registers ``configs/cvt/metafile.yml`` with mmpretrain's model hub
+(:func:`register_model_index`) and the checkpoint scheme ``hf://`` in MMEngine's
+``CheckpointLoader`` (:func:`load_from_hub`); see docs/weights.md.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Mixed precision on the feature extractor: the backbone and the neck under autocast, the
-heads and the losses in float32.
+heads and the losses in float32 (mmcv's CPU operators, NMS and RoIAlign, take float32 only).
 
-The backbone and the neck hold nearly all of a model's arithmetic and run correctly in
-bfloat16. The heads do not all: mmcv's CPU operators (NMS, RoIAlign) take float32 only,
-and post-processing compares scores and coordinates that bfloat16 rounds to 3 significant
-digits. :func:`autocast_features` runs the backbone and the neck of a model under
-``torch.autocast`` (through PyTorch's forward hooks) and hands float32 maps to the heads.
-Users of it: :class:`AutocastFeaturesHook` (``tools/test.py --amp``), ``tools/infer.py
---amp`` and :class:`CpuAmpOptimWrapper` (CPU training with ``--amp``), which does on the CPU
-what MMEngine's ``AmpOptimWrapper`` (GPU only, with float16 loss scaling) cannot: bfloat16,
-which has float32's exponent range, needs no loss scaling. Parameters, gradients and the
-optimizer state stay float32.
+:func:`autocast_features` serves :class:`AutocastFeaturesHook` (``tools/test.py --amp``),
+``tools/infer.py --amp`` and :class:`CpuAmpOptimWrapper` (CPU training with ``--amp``,
+bfloat16 without loss scaling); see docs/training.md.
 """
 from __future__ import annotations
 

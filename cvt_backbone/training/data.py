@@ -1,21 +1,9 @@
 """Training data whose order and augmentations a resumed run reproduces exactly.
 
-MMEngine's samplers give a deterministic order (a shuffle seeded by seed and epoch), but
-the augmentations draw from the data-loader workers' random streams, which a resumed run
-restarts: with ``persistent_workers=True`` a worker's stream runs across epochs, so after a
-resume the same images get other crops and flips. Here every sample carries its own seed:
-
-* :class:`SeededDefaultSampler` and :class:`SeededInfiniteSampler` (MMEngine's
-  ``DefaultSampler`` and ``InfiniteSampler``, same order) yield each index as a
-  :class:`SampleKey`, an ``int`` that also carries a seed derived from the sampler's seed,
-  the epoch and the sample's position;
-* :class:`SeededDataset` wraps the training dataset and, for each :class:`SampleKey`, seeds
-  Python's, NumPy's and torch's random generators before the dataset loads and augments the
-  sample (and restores them afterwards, so a loader without workers leaves the training
-  process's streams untouched).
-
-The augmentations of a sample then depend on what it is and where it stands in the run,
-not on which worker loads it, whether workers persist, or whether the run was resumed.
+The augmentations draw from the data-loader workers' random streams, which a resumed run
+restarts. Here the samplers yield each index as a :class:`SampleKey` carrying its own seed,
+and :class:`SeededDataset` loads and augments each sample under it, so a sample's crops and
+flips do not depend on which worker loads it, whether workers persist, or a resume.
 """
 from __future__ import annotations
 
@@ -73,10 +61,8 @@ class SeededInfiniteSampler(InfiniteSampler):
 
 @DATASETS.register_module()
 class SeededDataset(Dataset):
-    """Wrap a dataset so that each :class:`SampleKey` seeds the random generators first.
-
-    Everything else (``metainfo``, ``get_data_info``, ``full_init``, ...) is the wrapped
-    dataset's.
+    """Wrap a dataset so that each :class:`SampleKey` seeds Python's, NumPy's and torch's
+    generators while its sample loads (they are restored after); the rest is the dataset's.
 
     Args:
         dataset: The dataset, or its config (built in the current toolbox's scope).

@@ -1,16 +1,6 @@
-"""Hooks that make MMEngine's checkpoints durable, exactly resumable and complete.
-
-* :class:`SafeCheckpointHook` in place of MMEngine's ``CheckpointHook``: the newest complete
-  checkpoint always survives (an outdated one is removed only after the new one is on
-  disk), files are written atomically, only checkpoints this process saved in this run are
-  ever removed, and every checkpoint carries the random state of every rank and the
-  training sampler's seed.
-* :class:`RandomStateHook` keeps the training's random streams free of what data-loader
-  iterators and validation draw, and puts a checkpoint's state back at the first training
-  iteration after a resume, so the run continues as if it had never stopped.
-* :class:`CompleteCheckpointHook` refuses a checkpoint that would leave part of the model
-  unloaded, or, for a resume, whose training state is not what MMEngine writes; nothing is
-  loaded then.
+"""Hooks that make MMEngine's checkpoints durable, exactly resumable and complete:
+:class:`SafeCheckpointHook`, :class:`RandomStateHook` and :class:`CompleteCheckpointHook`.
+What they guarantee is described in docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -50,14 +40,10 @@ ATOMIC_BACKEND = 'atomic_local'
 @register_backend(ATOMIC_BACKEND)
 class AtomicLocalBackend(LocalBackend):
     """MMEngine's local storage backend whose :meth:`put` and :meth:`put_text` are atomic and
-    durable; registered under its own name (``backend_args=dict(backend='atomic_local')``).
-
-    Everything else (reads, listing, removal) is :class:`LocalBackend`'s.
-    """
+    durable, registered as :data:`ATOMIC_BACKEND`; the rest is :class:`LocalBackend`'s."""
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
-        """Write bytes to ``filepath`` atomically (see
-        :func:`~cvt_backbone.checkpoint.write.atomic_write_bytes`)."""
+        """Write bytes to ``filepath`` atomically."""
         atomic_write_bytes(obj, filepath)
 
     def put_text(self, obj: str, filepath: str | Path, encoding: str = 'utf-8') -> None:
@@ -121,22 +107,17 @@ class SafeCheckpointHook(CheckpointHook):
     Same arguments and file names as ``CheckpointHook``; files are written through
     :class:`AtomicLocalBackend` unless ``backend_args`` names another backend. Differences:
 
-    * a checkpoint that ``max_keep_ckpts`` or a new best checkpoint makes outdated is
-      removed only after the new checkpoint is written (MMEngine removes it first: a kill in
-      between left no checkpoint, and ``last_checkpoint`` named a deleted file);
-    * checkpoints and ``last_checkpoint`` are written atomically (a reader sees the old file
-      or the whole new one), and the hidden temporary file a killed save may leave is
-      removed when training starts;
-    * only files this process saved in this run are ever removed: what a resumed checkpoint
-      says of files (``keep_ckpt_ids``, ``best_ckpt*``, ``last_ckpt`` of its
-      ``runtime_info``) is dropped before MMEngine's hook could act on it, so checkpoints of
-      an earlier run stay (``max_keep_ckpts`` counts this run's);
-    * each checkpoint's ``meta`` carries every rank's random state and the training
-      sampler's seed (gathered from all ranks, so this runs on every rank);
-    * the parameter schedulers' states hold data only: a method a scheduler keeps as an
-      attribute (``OneCycleParamScheduler.anneal_func``) pickles the scheduler object itself,
-      which no checkpoint reader of this package accepts; the scheduler sets it again from
-      its arguments when it is built, so a resumed run has it.
+    * an outdated checkpoint (``max_keep_ckpts``, a new best) is removed only after the new
+      one is written, not before;
+    * checkpoints and ``last_checkpoint`` are written atomically; the hidden temporary files
+      of killed saves are removed when training starts;
+    * what a resumed checkpoint's ``runtime_info`` says of files (``keep_ckpt_ids``,
+      ``best_ckpt*``, ``last_ckpt``) is dropped, so an earlier run's checkpoints stay;
+    * each ``meta`` carries every rank's random state and the training sampler's seed
+      (gathered from all ranks, so this runs on every rank);
+    * scheduler states hold data only: a method kept as an attribute
+      (``OneCycleParamScheduler.anneal_func``) would pickle the scheduler itself, which no
+      reader of this package accepts; the scheduler sets it again when it is built.
     """
 
     def __init__(self, *args, backend_args: dict | None = None, **kwargs) -> None:
@@ -253,15 +234,12 @@ class SafeCheckpointHook(CheckpointHook):
 class RandomStateHook(Hook):
     """Keep the training's random streams a function of the training alone.
 
-    * Building a data-loader iterator draws a seed from torch's global generator, and
-      validation may draw too; neither belongs to training. The hook brackets both: the
-      state before an epoch's iterator is built (and before validation) is put back at the
-      epoch's first iteration (and after validation). A resumed run, which builds its
-      iterators at other moments, then draws exactly what the uninterrupted run draws.
-    * With ``resume=True`` the random state a :class:`SafeCheckpointHook` checkpoint
-      carries is put back at the first training iteration, and the training sampler's seed
-      with it. Checkpoints without it (written by MMEngine's own hook, or before this hook
-      existed) still resume, with a warning that the random state is not restored.
+    * What data-loader iterators and validation draw from the global generators is undone:
+      the state before each is put back at the epoch's first iteration (and after
+      validation), so a resumed run draws what the uninterrupted run draws.
+    * With ``resume=True`` the random state of a :class:`SafeCheckpointHook` checkpoint, and
+      the training sampler's seed, are put back at the first training iteration; a
+      checkpoint without it resumes with a warning.
 
     Args:
         resume: Whether the Runner resumes; None (the default): as its config's ``resume``
@@ -322,13 +300,11 @@ MAX_COUNTER = 1 << 31
 
 
 def _departure(given: object, template: object, where: str) -> str | None:
-    """Where ``given`` departs from the shape of ``template``, this run's own state; None if
-    nowhere.
+    """Where ``given`` departs from the shape of ``template`` (this run's own state), or None.
 
     Mappings have no keys the template lacks (missing ones keep this run's value), lists and
-    tuples its length, tensors its shape and dtype, and every other value its type (an int
-    may stand for a float; ints fit in 64 bits).
-    """
+    tuples its length, tensors its shape and dtype, other values its type (an int may stand
+    for a float; ints fit in 64 bits)."""
     if isinstance(template, Mapping):
         if not isinstance(given, Mapping):
             return f'{where} is a {type(given).__name__}, not a mapping'

@@ -1,20 +1,9 @@
 """Every checkpoint a run reads, read by this package's decoder: :class:`SafeLoadingHook`.
 
-MMEngine's ``CheckpointLoader`` reads checkpoints with ``torch.load``, one loader per
-scheme. A config that names :class:`SafeLoadingHook` (every config of this project does)
-has, before its Runner initialises or loads weights, MMEngine's own schemes registered anew
-through its public ``CheckpointLoader.register_scheme`` with this module's loaders
-(:func:`use_safe_loading`). A hook cannot reach what is read before the run starts (a model
-that reads a checkpoint in its constructor) or where no Runner runs (the inferencers): the
-project's tools call :func:`use_safe_loading` before they build anything. The loaders:
-
-* read through :func:`~cvt_backbone.checkpoint.read.read_checkpoint`, which runs no code and
-  builds only plain values within a budget;
-* give foreign CvT checkpoints (official, transformers) the layout of an mmpretrain
-  classifier (:func:`~cvt_backbone.checkpoint.convert.canonical_checkpoint`);
-* remove what MMEngine would act on at a checkpoint's say (:func:`sanitize_checkpoint`):
-  config text it would run as Python, the checkpoint files its ``CheckpointHook`` would
-  delete, and a seed it could not use.
+:func:`use_safe_loading` registers this module's loaders for MMEngine's own checkpoint
+schemes; they read safely (:func:`~cvt_backbone.checkpoint.read.read_checkpoint`), give
+foreign CvT checkpoints a classifier's layout and drop what MMEngine would act on
+(:func:`sanitize_checkpoint`). Where a hook cannot reach: docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -50,13 +39,10 @@ SEED_RANGE = range(1 << 32)
 def sanitize_checkpoint(checkpoint: object) -> object:
     """Remove, in place, what MMEngine would act on at a checkpoint's say.
 
-    * ``meta.config``, ``meta.cfg`` and ``message_hub.runtime_info.cfg``: config text
-      (:data:`CONFIG_TEXT`). MMEngine writes the current config into each new checkpoint,
-      and inferencers given no config then stop with MMEngine's own error.
-    * ``runtime_info`` entries naming files (:data:`FILE_CLAIMS`): which checkpoints
-      MMEngine's ``CheckpointHook`` removes, or publishes, after a resume. Without them it
-      removes only checkpoints it wrote in the resumed run.
-    * ``meta.seed`` when it is not an integer MMEngine can seed with.
+    * config text (:data:`CONFIG_TEXT`); MMEngine writes the current config into each new
+      checkpoint, and inferencers given no config then stop with MMEngine's own error;
+    * ``runtime_info`` entries naming files (:data:`FILE_CLAIMS`);
+    * ``meta.seed`` when it is not in :data:`SEED_RANGE`.
 
     Args:
         checkpoint: What a checkpoint file held.
