@@ -85,10 +85,12 @@ def test_depths_count_only_blocks_that_are_there_in_full():
     state = CvT(arch=TINY).state_dict()
     assert arch_from_state_dict(state)['depths'] == [1, 1, 2]
     far = dict(state)
-    far['stages.2.blocks.99999.norm1.weight'] = torch.ones(48)
+    far['stages.2.blocks.999.norm1.weight'] = torch.ones(48)
     with pytest.raises(CheckpointError, match=r'Stage 2 of the weights has blocks 0, 1, '
-                                              r'99999, not 0 to 2'):
+                                              r'999, not 0 to 2'):
         arch_from_state_dict(far)
+    beyond = {**state, 'stages.2.blocks.' + '9' * 4301 + '.norm1.weight': torch.ones(48)}
+    assert arch_from_state_dict(beyond)['depths'] == [1, 1, 2]  # no CvT block: a stray key
     thin = dict(state)
     thin['stages.2.blocks.1.mlp.fc1.weight'] = torch.ones(1, 1)
     with pytest.raises(CheckpointError, match=r'Block stages.2.blocks.1 of the weights is not '
