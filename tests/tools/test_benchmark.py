@@ -81,8 +81,8 @@ def test_measure_a_runtime_running_our_export(model, precision):
     case = Case(model, 'infer', 1, 48, 64, precision=precision, warmup=1, repeats=1)
     settings = Settings('cpu', threads=1, gemm_size=128)
     if precision == 'bf16':
-        from openvino_export import compile_openvino, effective_precision
         from onnx_export import build_target, export_onnx
+        from openvino_export import compile_openvino, effective_precision
         # the row needs a CPU on which OpenVINO runs bf16; elsewhere it says so
         path = f'{pytest.importorskip("tempfile").mkdtemp()}/m.onnx'
         export_onnx(build_target('cvt-13'), path, (64, 64), dynamic=True)
