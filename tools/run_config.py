@@ -55,7 +55,7 @@ def check_cfg_options(cfg: Config, options: Mapping | None) -> None:
             if isinstance(node, (list, tuple)) and name.isdigit() and int(name) < len(node):
                 node = node[int(name)]
                 continue
-            if isinstance(node, Mapping) and name in node:
+            if isinstance(node, (Mapping, Config)) and name in node:
                 node = node[name]
                 continue
             parent = '.'.join(parts[:depth]) or 'the config'
