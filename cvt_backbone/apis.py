@@ -1,5 +1,7 @@
 """A config's model, and a checkpoint in it, for any of the three toolboxes.
 
+* :func:`check_toolbox`: a toolbox (and mmcv, where its models need the compiled ops) in
+  its tested range, checked where it is used;
 * :func:`load_config`: a config file with ``--cfg-options``-style overrides; a missing file,
   a toolbox the config inherits from that is not installed, or a file MMEngine cannot read
   is one :class:`~cvt_backbone.ConfigError` naming it.
@@ -16,20 +18,76 @@ The tools build every model they measure, export or test through these.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os.path as osp
 import re
 from collections.abc import Mapping
 
+import mmcv
 import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from .checkpoint import check_checkpoint_fits, read_checkpoint, unwrap_state_dict
+from .checkpoint import (
+    canonical_checkpoint,
+    check_checkpoint_fits,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 from .checkpoint.loading import check_dataset_meta
 from .errors import ConfigError, error_line
-from .version import EXTRAS, SUPPORTED, check_toolbox
+from .version import SUPPORTED, installed_version, supported_range, version_problem, warn_once
+
+#: The extra of cvt-backbone that brings each toolbox.
+EXTRAS = {'mmpretrain': 'cls', 'mmdet': 'det', 'mmseg': 'seg'}
+#: The toolboxes whose models need mmcv's compiled ops (RoIAlign, NMS and co.).
+NEED_OPS = ('mmdet', 'mmseg')
+
+
+def check_toolbox(name: str) -> None:
+    """Check a toolbox before it is used: importable, in its tested range, and (mmdet,
+    mmsegmentation) with mmcv's compiled ops.
+
+    Args:
+        name: ``'mmpretrain'``, ``'mmdet'`` or ``'mmseg'``.
+
+    Raises:
+        ImportError: it is not installed or does not import, or mmcv's compiled ops do not
+            load where it needs them; the message names the version and the extra to install.
+    """
+    package, extra = SUPPORTED[name][0], EXTRAS[name]
+    try:
+        importlib.import_module(f'{name}.registry')
+    except (ImportError, AssertionError) as err:  # they assert their mmcv and mmengine ranges
+        version = installed_version(name) if importlib.util.find_spec(name) else None
+        found = f'{package} {version} does not import ({" ".join(str(err).split())})' \
+            if version else f'{package} is not installed'
+        raise ImportError(f'{found}: install {package}{supported_range(name)} '
+                          f'(pip install cvt-backbone[{extra}])') from None
+    problem = version_problem(name)
+    if problem:
+        warn_once(problem)
+    if name in NEED_OPS:
+        _check_mmcv_ops(name)
+
+
+def _check_mmcv_ops(needed_by: str) -> None:
+    problem = version_problem('mmcv')
+    if problem:
+        warn_once(problem)
+    try:
+        importlib.import_module('mmcv._ext')
+    except ImportError as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ImportError(
+            f'mmcv {getattr(mmcv, "__version__", "(unknown version)")} has no compiled ops '
+            f'that load with torch {torch.__version__} ({detail}); {SUPPORTED[needed_by][0]} '
+            f'needs them: install mmcv{supported_range("mmcv")} built for this torch '
+            f'(prebuilt wheels for torch 2.1, or tools/setup_env.sh, which builds them)'
+        ) from None
+
 
 #: Default ``(H, W)`` input per toolbox, as their get_flops tools assume.
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (800, 1344), 'mmseg': (512, 512)}
@@ -120,7 +178,8 @@ def load_checkpoint(model: nn.Module, source: str) -> dict:
     """Load a whole-model checkpoint into ``model``, safely and completely.
 
     Read with the package's decoder (a file, a ``save_pretrained`` folder, a URL or a hub
-    repository id); keys the model lacks are ignored, as MMEngine does. The checkpoint's
+    repository id); an official or transformers CvT checkpoint takes an mmpretrain
+    classifier's layout; keys the model lacks are ignored, as MMEngine does. The checkpoint's
     ``meta.dataset_meta`` (class names, palette), checked, becomes ``model.dataset_meta``.
 
     Returns:
@@ -132,7 +191,7 @@ def load_checkpoint(model: nn.Module, source: str) -> dict:
             missing keys are named), or carries a malformed ``dataset_meta``.
     """
     label = f'checkpoint {source!r}'
-    checkpoint = read_checkpoint(source)
+    checkpoint = canonical_checkpoint(read_checkpoint(source), label)
     check_checkpoint_fits(model, checkpoint, label)
     meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
@@ -224,6 +283,6 @@ def config_test_shape(cfg: Config) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ['DEFAULT_SHAPES', 'TensorModeForward', 'build_model', 'config_scope',
-           'config_test_shape', 'init_model', 'load_checkpoint', 'load_config',
+__all__ = ['DEFAULT_SHAPES', 'EXTRAS', 'TensorModeForward', 'build_model', 'check_toolbox',
+           'config_scope', 'config_test_shape', 'init_model', 'load_checkpoint', 'load_config',
            'tensor_forward']

@@ -12,11 +12,10 @@ environment, ``tools/setup_env.sh``); ``setup.py`` declares the same ranges.
   ``_base_ = 'mmdet::...'`` config paths with it;
 * a torch or mmengine outside its tested range is a :class:`VersionWarning`.
 
-Where a toolbox is used (the tools, :mod:`cvt_backbone.apis`), :func:`check_toolbox` checks
-it: its version, and for mmdet and mmsegmentation whether mmcv's compiled ops load (their
-models call RoIAlign, NMS and co. from it). Each message names the version found and the
-versions supported. The checks read ``__version__`` of modules that are imported anyway and
-fall back to the installed distribution's metadata.
+Where a toolbox is used (the tools, :mod:`cvt_backbone.apis`),
+:func:`cvt_backbone.apis.check_toolbox` checks it and mmcv. Each message names the version
+found and the versions supported. The checks read ``__version__`` of modules that are
+imported anyway and fall back to the installed distribution's metadata.
 """
 from __future__ import annotations
 
@@ -45,8 +44,6 @@ _BELOW_RANGE = {
     'mmseg': "releases before 1.2.2 fail in cross-entropy with class_weight ('only one "
              "element tensors can be converted')",
 }
-#: The toolboxes whose models need mmcv's compiled ops.
-_NEED_OPS = ('mmdet', 'mmseg')
 
 
 class VersionWarning(UserWarning):
@@ -110,9 +107,9 @@ def version_problem(name: str) -> str | None:
 _warned: set[str] = set()
 
 
-def _warn(message: str) -> None:
-    """Warn once per process of each problem; stacklevel 3: the warning points at the
-    caller of the check, not at this helper."""
+def warn_once(message: str) -> None:
+    """A :class:`VersionWarning`, once per process for each message; it points at the caller
+    of the check (stacklevel 3)."""
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, VersionWarning, stacklevel=3)
@@ -132,14 +129,14 @@ def check_core() -> None:
                           f'attention scale from torch 2.1 on)')
     problem = version_problem('torch')
     if problem:
-        _warn(problem)
+        warn_once(problem)
     _check_numpy_bridge(torch)
     import mmengine  # noqa: F401  (for its __version__)
     problem = version_problem('mmengine')
     if problem:
-        _warn(problem)
+        warn_once(problem)
     if importlib.util.find_spec('pkg_resources') is None:
-        _warn(f'cvt_backbone: setuptools {_distribution_version("setuptools")} has no '
+        warn_once(f'cvt_backbone: setuptools {_distribution_version("setuptools")} has no '
               f'pkg_resources, which mmengine needs to resolve config paths such as '
               f"'mmdet::...': pip install 'setuptools<81'")
 
@@ -153,52 +150,3 @@ def _check_numpy_bridge(torch) -> None:
                           f'{np.__version__} ({str(err).strip().splitlines()[0]}); install the '
                           f'numpy major version torch was built with (numpy<2 for torch '
                           f'2.1)') from None
-
-
-#: The extra of cvt-backbone that brings each toolbox.
-EXTRAS = {'mmpretrain': 'cls', 'mmdet': 'det', 'mmseg': 'seg'}
-
-
-def check_toolbox(name: str) -> None:
-    """Check a toolbox before it is used: importable, in its tested range, and (mmdet,
-    mmsegmentation) with mmcv's compiled ops.
-
-    Args:
-        name: ``'mmpretrain'``, ``'mmdet'`` or ``'mmseg'``.
-
-    Raises:
-        ImportError: it is not installed or does not import, or mmcv's compiled ops do not
-            load where it needs them; the message names the version and the extra to install.
-    """
-    package, extra = SUPPORTED[name][0], EXTRAS[name]
-    try:
-        importlib.import_module(f'{name}.registry')
-    except (ImportError, AssertionError) as err:  # they assert their mmcv and mmengine ranges
-        version = installed_version(name) if importlib.util.find_spec(name) else None
-        found = f'{package} {version} does not import ({" ".join(str(err).split())})' \
-            if version else f'{package} is not installed'
-        raise ImportError(f'{found}: install {package}{supported_range(name)} '
-                          f'(pip install cvt-backbone[{extra}])') from None
-    problem = version_problem(name)
-    if problem:
-        _warn(problem)
-    if name in _NEED_OPS:
-        _check_mmcv_ops(name)
-
-
-def _check_mmcv_ops(needed_by: str) -> None:
-    import mmcv
-    import torch
-    problem = version_problem('mmcv')
-    if problem:
-        _warn(problem)
-    try:
-        importlib.import_module('mmcv._ext')
-    except ImportError as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ImportError(
-            f'mmcv {getattr(mmcv, "__version__", "(unknown version)")} has no compiled ops '
-            f'that load with torch {torch.__version__} ({detail}); {SUPPORTED[needed_by][0]} '
-            f'needs them: install mmcv{supported_range("mmcv")} built for this torch '
-            f'(prebuilt wheels for torch 2.1, or tools/setup_env.sh, which builds them)'
-        ) from None

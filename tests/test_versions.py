@@ -8,6 +8,7 @@ import types
 
 import pytest
 
+from cvt_backbone import apis
 from cvt_backbone import version as versions
 from tests.helpers import ENV
 
@@ -73,7 +74,7 @@ def test_a_version_outside_its_range_is_a_warning(monkeypatch, module, version, 
     with pytest.warns(versions.VersionWarning) as record:
         versions.check_core()
         for toolbox in ('mmdet', 'mmseg', 'mmpretrain'):
-            versions.check_toolbox(toolbox)
+            apis.check_toolbox(toolbox)
     assert [str(w.message) for w in record] == ['cvt_backbone: ' + words + (
         '' if module != 'mmengine' else ' do not skip the batches already trained when an '
         'iteration-based run resumes)')]
@@ -90,10 +91,10 @@ def test_the_core_checks_run_at_import():
 
 def test_mmcv_without_compiled_ops_is_an_error_where_mmdet_or_mmseg_are_used(monkeypatch):
     monkeypatch.setitem(sys.modules, 'mmcv._ext', None)
-    versions.check_toolbox('mmpretrain')  # its models take mmcv.ops only where they say so
+    apis.check_toolbox('mmpretrain')  # its models take mmcv.ops only where they say so
     for name, package in (('mmdet', 'mmdet'), ('mmseg', 'mmsegmentation')):
         with pytest.raises(ImportError) as error:
-            versions.check_toolbox(name)
+            apis.check_toolbox(name)
         assert str(error.value).startswith('mmcv 2.1.0 has no compiled ops that load with '
                                            'torch ')
         assert f'; {package} needs them: install mmcv>=2.1,<2.2' in str(error.value)
@@ -105,7 +106,7 @@ def test_a_toolbox_that_is_not_installed_is_named_with_its_extra(monkeypatch):
     with pytest.raises(ImportError, match=r'^mmsegmentation is not installed: install '
                                           r'mmsegmentation>=1\.2\.2,<1\.3 \(pip install '
                                           r'cvt-backbone\[seg\]\)$'):
-        versions.check_toolbox('mmseg')
+        apis.check_toolbox('mmseg')
 
 
 def test_a_torch_that_cannot_use_numpy_is_an_error(monkeypatch):
@@ -142,7 +143,7 @@ def test_a_toolbox_that_fails_its_own_version_assert_is_named(monkeypatch):
     for name in [n for n in sys.modules if n == 'mmdet' or n.startswith('mmdet.')]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ImportError) as error:
-        versions.check_toolbox('mmdet')
+        apis.check_toolbox('mmdet')
     message = str(error.value)
     assert message.startswith('mmdet 3.') and 'does not import (MMCV==2.2.0 is used but ' \
         'incompatible' in message and message.endswith(

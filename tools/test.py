@@ -36,6 +36,7 @@ from run_config import (
     start_cpu_distributed,
 )
 from show_dir import enable_visualization
+from work_dir import check_output_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,8 +81,11 @@ def main() -> None:
     drop_training(cfg)
     prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher)
     cfg.load_from = args.checkpoint
+    check_output_dir(cfg.work_dir, 'work dir')
     if args.show_dir:
-        print(f'Drawing the predictions into {enable_visualization(cfg, args.show_dir)}')
+        show_dir = enable_visualization(cfg, args.show_dir)
+        check_output_dir(show_dir, '--show-dir')
+        print(f'Drawing the predictions into {show_dir}')
     if args.out:
         evaluator = cfg.test_evaluator
         evaluators = evaluator if isinstance(evaluator, list) else [evaluator]

@@ -34,7 +34,7 @@ from run_config import (
     start_cpu_distributed,
 )
 from schedule_fitting import fit_runner_schedule, shortened_from
-from work_dir import WorkDirLock, resolve_resume
+from work_dir import WorkDirLock, check_output_dir, resolve_resume
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +75,7 @@ def main() -> None:
     config_scope(cfg, args.config)
     prepare_config(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher,
                    amp=args.amp, auto_scale_lr=args.auto_scale_lr)
+    check_output_dir(cfg.work_dir, 'work dir')
     use_safe_loading()
     lock = WorkDirLock(cfg.work_dir) if first_process() else None
     resolve_resume(cfg, args.resume)

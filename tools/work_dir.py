@@ -2,7 +2,9 @@
 
 * :func:`resolve_resume`: ``--resume`` with or without a path;
 * :class:`WorkDirLock`: a run holds its work dir; a second run started into it is refused
-  with one line naming the process that holds it.
+  with one line naming the process that holds it;
+* :func:`check_output_dir`: a folder a tool writes into holds no link that would carry a
+  write to a file elsewhere.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import fcntl
 import logging
 import os
 import os.path as osp
+import stat
 from collections.abc import Mapping
 
 from mmengine.config import Config
@@ -63,6 +66,37 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
             cfg.randomness = dict(randomness, seed=seed)
 
 
+def check_output_dir(path: str, option: str) -> None:
+    """Refuse a folder to write into that holds a symbolic link or a hard-linked file.
+
+    The tools and MMEngine write into the work dir (and the show and output dirs) by name:
+    the config's copy, logs, checkpoints, ``last_checkpoint``, drawings. Opening such a name
+    follows a link planted in a folder handed over for ``--resume`` or testing, and the write
+    lands in the file it points to. So no entry of the folder, at any depth, may be a
+    symbolic link or a file with another hard link; the folder itself may be a link.
+
+    Args:
+        path: The folder (it may not exist yet).
+        option: What named it (``'--work-dir'``), for the message.
+
+    Raises:
+        ConfigError: naming the first such entry.
+    """
+    for root, dirs, files in os.walk(path):  # never descends into linked folders
+        for name in dirs + files:
+            entry = osp.join(root, name)
+            info = os.lstat(entry)
+            if stat.S_ISLNK(info.st_mode):
+                what = f'a symbolic link to {os.readlink(entry)!r}'
+            elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                what = f'a file with {info.st_nlink - 1} other hard link(s)'
+            else:
+                continue
+            raise ConfigError(f'{option} {path!r} holds {osp.relpath(entry, path)!r}, {what}: '
+                              f'what is written there would land in another file; remove it '
+                              f'or pass another {option}')
+
+
 class WorkDirLock:
     """Hold ``<work dir>/.train.lock`` (an advisory ``flock``) while a run trains there.
 
@@ -80,7 +114,7 @@ class WorkDirLock:
     def __init__(self, work_dir: str) -> None:
         os.makedirs(work_dir, exist_ok=True)
         self.path = osp.join(work_dir, LOCK_FILE)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,7 +19,9 @@ model = dict(
     # stride-16 map, so the RPN anchors (strides 4..64) and RoI extractors (4..32) still fit.
     neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
 
-# AdamW as for Swin, without weight decay on norms, biases and the class token.
+# AdamW as for Swin, without weight decay on norms, biases and the class token. The rate is the
+# Swin recipe's for 16 images per iteration (8 GPUs x 2): mmdet's auto_scale_lr stays off as in
+# its recipes; on another number of GPUs, tools/train.py --auto-scale-lr scales it.
 optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
 
 # cvt-backbone's checkpoint hook and seeded training data (configs/_base_/cvt_runtime.py).

@@ -16,6 +16,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 192, 384], add_extra_convs='on_input', num_outs=5))
 
+# As the 1x config: the rate is for 16 images per iteration; --auto-scale-lr scales it.
 optim_wrapper = dict(paramwise_cfg={{_base_.cvt_paramwise_cfg}})
 
 # cvt-backbone's checkpoint hook and seeded training data (configs/_base_/cvt_runtime.py).

@@ -11,7 +11,9 @@
 """
 from ..errors import CheckpointError
 from .convert import (
+                      ANY_WRAPPER,
                       FOREIGN_FORMATS,
+                      MMENGINE_WRAPPER,
                       StateDictDiff,
                       canonical_checkpoint,
                       convert_keys,
@@ -29,10 +31,10 @@ from .loading import check_checkpoint_fits, diff_on_meta, fit_cvt_state_dict, lo
 from .read import check_local_path, is_hub_id, is_url, read_checkpoint
 
 __all__ = [
-    'CheckpointError', 'FOREIGN_FORMATS', 'StateDictDiff', 'canonical_checkpoint',
-    'check_checkpoint_fits', 'check_local_path', 'convert_keys', 'convert_official_cvt',
-    'detect_format', 'diff_on_meta', 'diff_state_dict', 'fit_cvt_state_dict',
-    'from_classifier_keys', 'is_hub_id', 'is_url', 'load_cvt_weights', 'read_checkpoint',
-    'short_list', 'to_classifier_keys', 'to_cvt_keys', 'to_transformers_state_dict',
-    'unwrap_state_dict'
+    'ANY_WRAPPER', 'MMENGINE_WRAPPER', 'CheckpointError', 'FOREIGN_FORMATS', 'StateDictDiff',
+    'canonical_checkpoint', 'check_checkpoint_fits', 'check_local_path', 'convert_keys',
+    'convert_official_cvt', 'detect_format', 'diff_on_meta', 'diff_state_dict',
+    'fit_cvt_state_dict', 'from_classifier_keys', 'is_hub_id', 'is_url', 'load_cvt_weights',
+    'read_checkpoint', 'short_list', 'to_classifier_keys', 'to_cvt_keys',
+    'to_transformers_state_dict', 'unwrap_state_dict'
 ]

@@ -290,30 +290,44 @@ def short_list(items: list[str], limit: int = 8) -> str:
                                        else '')
 
 
-def unwrap_state_dict(checkpoint: object, source: str) -> OrderedDict:
+#: Where the package's loaders look for the state dict (MMEngine, timm, DeepSpeed style).
+ANY_WRAPPER = ('state_dict', 'model', 'module')
+#: Where MMEngine's loaders look: ``'state_dict'``, else they load the whole mapping.
+MMENGINE_WRAPPER = ('state_dict',)
+
+
+def unwrap_state_dict(checkpoint: object, source: str,
+                      wrappers: tuple[str, ...] = ANY_WRAPPER) -> OrderedDict:
     """The state dict inside a checkpoint.
 
-    Accepts a plain state dict, or one under ``'state_dict'``, ``'model'`` or ``'module'``
-    (MMEngine, timm and DeepSpeed style); a ``module.`` prefix on every key (a saved
-    ``DistributedDataParallel``) is removed. PyTorch's per-module ``_metadata`` is kept.
+    Accepts a plain state dict, or one under the first of ``wrappers`` the checkpoint has; a
+    ``module.`` prefix on every key (a saved ``DistributedDataParallel``) is removed.
+    PyTorch's per-module ``_metadata`` is kept.
 
     Args:
         checkpoint: What the checkpoint file held.
         source: Names the checkpoint in errors.
+        wrappers: The keys that may hold the state dict: :data:`ANY_WRAPPER` (MMEngine,
+            timm and DeepSpeed style) for the package's own loaders, :data:`MMENGINE_WRAPPER`
+            for what MMEngine's loaders will load (``'state_dict'``, else the whole mapping).
 
     Raises:
         CheckpointError: there is no non-empty state dict of tensors under str keys.
     """
     if isinstance(checkpoint, Mapping):
-        for wrapper in ('state_dict', 'model', 'module'):
+        for wrapper in wrappers:
             if isinstance(checkpoint.get(wrapper), Mapping):
                 checkpoint = checkpoint[wrapper]
                 break
     if (not isinstance(checkpoint, Mapping) or not checkpoint
             or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                        for k, v in checkpoint.items())):
-        raise CheckpointError(f'{source} does not hold a state dict of tensors under str keys '
-                              f'(got {type(checkpoint).__name__})')
+        where = ' or '.join(repr(w) for w in wrappers)
+        raise CheckpointError(f'{source} does not hold a state dict of tensors under str keys, '
+                              f'neither under {where} nor as a whole (got '
+                              f'{type(checkpoint).__name__}'
+                              + (f' with keys {short_list([repr(k)[:40] for k in checkpoint])}'
+                                 if isinstance(checkpoint, Mapping) else '') + ')')
     metadata = getattr(checkpoint, '_metadata', None)
     if all(k.startswith('module.') for k in checkpoint):
         checkpoint = OrderedDict((k[len('module.'):], v) for k, v in checkpoint.items())

@@ -31,6 +31,7 @@ from mmengine.logging import print_log
 
 from ..errors import CheckpointError
 from .convert import (
+    ANY_WRAPPER,
     BACKBONE_PREFIX,
     StateDictDiff,
     arch_differences,
@@ -218,19 +219,22 @@ def diff_on_meta(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.
     return diff_state_dict(model.state_dict(), state_dict)
 
 
-def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str) -> None:
+def check_checkpoint_fits(model: nn.Module, checkpoint: object, source: str,
+                          wrappers: tuple[str, ...] = ANY_WRAPPER) -> None:
     """Refuse a checkpoint that would leave some of ``model``'s weights unloaded.
 
     MMEngine loads ``load_from`` and ``--resume`` checkpoints, and the inferencers their
     weights, with ``strict=False``: missing keys and shape mismatches only log a warning,
     and the model silently keeps random weights there. Keys the model does not have are
-    allowed (MMEngine ignores them); they are named beside what is missing.
+    allowed (MMEngine ignores them); they are named beside what is missing. The weights
+    checked are the ones the loader that follows will load: ``wrappers`` says where it
+    looks (:data:`~.convert.MMENGINE_WRAPPER` before MMEngine's loaders).
 
     Raises:
         CheckpointError: no state dict of tensors, missing keys or shape mismatches; the
             message names them.
     """
-    state = unwrap_state_dict(checkpoint, source)
+    state = unwrap_state_dict(checkpoint, source, wrappers)
     diff = diff_state_dict(model.state_dict(), state)
     if diff.missing or diff.mismatched:
         raise CheckpointError(f'{source} does not fit the model of this config: '

@@ -33,7 +33,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
-from ..checkpoint import check_checkpoint_fits
+from ..checkpoint import MMENGINE_WRAPPER, check_checkpoint_fits
 from ..checkpoint.loading import check_dataset_meta
 from ..checkpoint.write import TMP_SUFFIX, atomic_write_bytes, atomic_write_text
 from ..errors import CheckpointError
@@ -391,7 +391,7 @@ class CompleteCheckpointHook(Hook):
         source = f'checkpoint {path!r}'
         if self.training_state:
             _check_training_state(runner, checkpoint, source)
-        check_checkpoint_fits(model, checkpoint, source)
+        check_checkpoint_fits(model, checkpoint, source, MMENGINE_WRAPPER)
 
 
 __all__ = ['AtomicLocalBackend', 'SafeCheckpointHook', 'RandomStateHook',

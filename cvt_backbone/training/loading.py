@@ -26,6 +26,7 @@ from __future__ import annotations
 import os.path as osp
 import re
 from collections.abc import Callable, Mapping
+from tempfile import TemporaryDirectory
 
 import mmengine.runner.checkpoint as mmengine_checkpoint
 from mmengine.dist import barrier, get_dist_info
@@ -146,9 +147,7 @@ def load_from_ceph(filename: str, map_location: object = None) -> object:
 
 
 def load_from_pavi(filename: str, map_location: object = None) -> object:
-    from tempfile import TemporaryDirectory
-
-    from pavi import modelcloud
+    from pavi import modelcloud  # MMEngine's pavi scheme needs it too
     model = modelcloud.get(filename[len('pavi://'):])
     with TemporaryDirectory() as tmp_dir:
         downloaded = osp.join(tmp_dir, 'checkpoint.pth')

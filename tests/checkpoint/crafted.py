@@ -14,10 +14,15 @@ code-running payload would create; tests check it never appears. The classes:
 * state: MMEngine training state of the wrong shape (a malformed ``HistoryBuffer``), a
   BUILD that would resize a tensor after its bounds were checked, a BUILD on a name of the
   decoder's own list (which must not change how later files read);
-* opcodes ``torch.save`` never writes (``INST``, ``OBJ``, extensions, out-of-band buffers).
+* opcodes ``torch.save`` never writes (``INST``, ``OBJ``, extensions, out-of-band buffers);
+* budgets: files of a chosen size that would cost the reader far more than that size
+  (a memoised string encoded or copied into arrays again and again, floods of one-byte
+  opcodes, int and float keys that all hash alike, equal long keys compared in full, deep
+  nesting, shared references that double at each level, storages no record holds).
 
 Hand-written pickles are assembled with :func:`program` and packed like ``torch.save``
-packs them with :func:`torch_zip`.
+packs them with :func:`torch_zip`; the makers of the budget section take their sizes and
+return the bytes of a file.
 """
 from __future__ import annotations
 
@@ -305,6 +310,139 @@ def malformed_history_buffer(folder: Path) -> Path:
     buffer.__dict__['_log_history'] = 'not an array'
     return _save(folder / 'history_buffer.pth', {**_weights(), 'message_hub': {
         'log_scalars': {'loss': buffer}, 'runtime_info': {}, 'resumed_keys': {}}})
+
+
+# --------------------------------------------------------------------------- budgets
+# Files of a chosen size that cost the reader far more than their size, unless its budgets
+# are counted as values are built: amplification (little bytes, much memory) and work that
+# grows with the square of the file. Each returns the bytes of a torch zip archive.
+#: Every multiple of it hashes to 0 as an int (CPython's modulus for numeric hashes).
+HASH_MODULUS = 2 ** 61 - 1
+
+
+def _text(text: str) -> bytes:
+    data = text.encode('utf-8')
+    return b'X' + struct.pack('<I', len(data)) + data
+
+
+def long1(value: int) -> bytes:
+    """LONG1 of ``value`` (an int of any size, as protocol 2 pickles one)."""
+    data = value.to_bytes(value.bit_length() // 8 + 1, 'little', signed=True)
+    return b'\x8a' + bytes([len(data)]) + data
+
+
+def _put(index: int) -> bytes:
+    return b'q' + bytes([index]) if index < 256 else b'r' + struct.pack('<I', index)
+
+
+def _get(index: int) -> bytes:
+    return b'h' + bytes([index]) if index < 256 else b'j' + struct.pack('<I', index)
+
+
+def codecs_copies(length: int, copies: int) -> bytes:
+    """A memoised string of ``length`` characters encoded ``copies`` times into a list (how
+    protocol 2 pickles ``bytes``): 8 bytes of pickle per ``length`` bytes of value."""
+    return torch_zip(program(b'c_codecs\nencode\n', _put(0), b'0', _text('a' * length), _put(1),
+                             b'0', _text('latin1'), _put(2), b'0(',
+                             (_get(0) + _get(1) + _get(2) + b'\x86R') * copies, b'l.'), {})
+
+
+_NUMPY_F8 = (b'cnumpy\ndtype\n' + _text('f8') + b'\x89\x88\x87R(K\x03' + _text('<')
+             + b'NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb')
+
+
+def numpy_copies(nbytes: int, copies: int) -> bytes:
+    """One memoised bytes object of ``nbytes`` as the data of ``copies`` float64 arrays in a
+    list (each array copies it): 8 bytes of pickle per array."""
+    return torch_zip(program(
+        b'cnumpy._core.multiarray\n_reconstruct\n', _put(0), b'0',
+        b'cnumpy\nndarray\nK\x00\x85C\x01b\x87', _put(1), b'0',
+        b'(K\x01J' + struct.pack('<i', nbytes // 8) + b'\x85', _NUMPY_F8,
+        b'\x89B' + struct.pack('<I', nbytes // 8 * 8) + bytes(nbytes // 8 * 8), b't', _put(2),
+        b'0(', (_get(0) + _get(1) + b'R' + _get(2) + b'b') * copies, b'l.'), {})
+
+
+#: One-byte opcodes that each build a value (or a memo entry) for free.
+FLOODS = {'EMPTY_SET': b'\x8f', 'EMPTY_DICT': b'}', 'EMPTY_LIST': b']', 'MEMOIZE': b'\x94',
+          'DUP': b'2', 'EMPTY_TUPLE': b')'}
+
+
+def flood(opcode: str, count: int) -> bytes:
+    """``count`` copies of a one-byte opcode (:data:`FLOODS`) after a None, in a list."""
+    return torch_zip(program(b'(N', FLOODS[opcode] * count, b'l.'), {})
+
+
+def colliding_int_keys(count: int) -> bytes:
+    """A dict of ``count`` int keys ``k * (2**61 - 1)``: every one hashes to 0, so each
+    insertion compares with all the keys before it."""
+    return torch_zip(program(b'}(', b''.join(long1(k * HASH_MODULUS) + b'N'
+                                             for k in range(1, count + 1)), b'u.'), {})
+
+
+def colliding_key_dicts(keys: int, dicts: int) -> bytes:
+    """``keys`` memoised colliding int keys, then ``dicts`` dicts that each hold all of them:
+    about ``keys**2 / 2`` comparisons per dict of ``6 x keys`` bytes."""
+    memo = b''.join(long1(k * HASH_MODULUS) + _put(k) + b'0' for k in range(1, keys + 1))
+    one = b'}(' + b''.join(_get(k) + b'N' for k in range(1, keys + 1)) + b'u'
+    return torch_zip(program(memo, b'(', one * dicts, b'l.'), {})
+
+
+def colliding_float_keys(count: int) -> bytes:
+    """A dict of ``count`` float and int keys that all hash to 3: ``3 * 2.0**(61 j)`` for
+    every ``j`` a float can hold (2**61 is 1 modulo 2**61 - 1), then ``3 + k (2**61 - 1)``."""
+    floats = [3.0 * 2.0 ** (61 * j) for j in range(-17, 17) if 0 < 3.0 * 2.0 ** (61 * j)]
+    ints = [3 + k * HASH_MODULUS for k in range(max(0, count - len(floats)))]
+    keys = [b'G' + struct.pack('>d', f) for f in floats[:count]] + [long1(i) for i in ints]
+    return torch_zip(program(b'}(', b''.join(key + b'N' for key in keys), b'u.'), {})
+
+
+def equal_str_keys(length: int, inserts: int, kind: str = 'dict') -> bytes:
+    """Two distinct but equal strings of ``length`` characters; a dict (or set) holds the
+    first and the second is inserted ``inserts`` times, each compared in full: 4 bytes of
+    pickle per ``length`` bytes compared."""
+    text = _text('a' * length)
+    head = text + _put(0) + b'0' + text + _put(1) + b'0'
+    if kind == 'set':
+        return torch_zip(program(head, b'\x8f(', _get(0), _get(1) * inserts, b'\x90.'), {})
+    return torch_zip(program(head, b'}', _get(0), b'Ns', (_get(1) + b'Ns') * inserts, b'.'),
+                     {})
+
+
+def deep_lists(depth: int) -> bytes:
+    """``depth`` empty lists, each appended to the one before (two bytes of pickle a level)."""
+    return torch_zip(program(b']' * depth, b'a' * (depth - 1), b'.'), {})
+
+
+def deep_tuples(depth: int) -> bytes:
+    """A None in ``depth`` nested 1-tuples (one byte of pickle per level)."""
+    return torch_zip(program(b'N', b'\x85' * depth, b'.'), {})
+
+
+def shared_dag(levels: int) -> bytes:
+    """A list of two references to a list of two references to ... ``levels`` deep: 2**levels
+    values to whatever walks the result, from 6 bytes of pickle per level."""
+    ops = [b'(Nl', _put(0)]
+    for level in range(1, levels + 1):
+        ops += [b'0(', _get(level - 1), _get(level - 1), b'l', _put(level)]
+    return torch_zip(program(*ops, b'.'), {})
+
+
+def zip_extra_fields(records: int) -> bytes:
+    """``records`` empty records whose extra fields (64 kB each) are 16383 empty fields:
+    zipfile parses each by slicing off one field at a time."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w') as archive:
+        archive.writestr('archive/data.pkl', program(b'N.'))
+        for index in range(records):
+            info = zipfile.ZipInfo(f'archive/extra/{index}')
+            info.extra = b'\x00\x99\x00\x00' * 16383
+            archive.writestr(info, b'')
+    return out.getvalue()
+
+
+def absent_storages(count: int, numel: int = 10 ** 9) -> bytes:
+    """``count`` tensors whose storage declares ``numel`` floats that no record holds."""
+    return torch_zip(program(b'(', *tensor_ops(numel) * count, b'l.'), {})
 
 
 #: Every maker whose file must be refused by the reader, with the words its error must have.

@@ -4,7 +4,8 @@ that a decoded value is one of the closed set of :mod:`cvt_backbone.checkpoint.d
 Programs mix three kinds of parts: opcodes of real ``torch.save`` pickles (so the decoder's
 deep paths are reached), every opcode of protocols 0-5 with a generated argument (lengths
 that may lie), and the names the decoder knows. They are packed as zip archives (stored or
-compressed records, duplicates, lying headers, cut) or legacy files.
+compressed records, duplicates, lying headers, cut) or legacy files. :func:`budget_attacks`
+makes files of the budget families of :mod:`tests.checkpoint.crafted` at a drawn size.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from mmengine.logging import HistoryBuffer
 
 from cvt_backbone.checkpoint import decode
+from tests.checkpoint import crafted
 from tests.checkpoint.crafted import persistent_storage, program, torch_zip
 
 
@@ -41,6 +43,34 @@ def training_state() -> dict:
         'array': np.arange(6, dtype=np.int32).reshape(2, 3), 'mask': np.array([True]),
         'optimizer': {'state': {0: {'step': torch.tensor(3.)}},
                       'param_groups': [{'params': [0], 'betas': (0.9, 0.999)}]},
+    }
+
+
+def detector_training_state(params: int = 700) -> dict:
+    """What MMEngine saves while training a detector with a CvT-W24 backbone, by structure:
+    ``params`` parameters (each with an AdamW state under an int key), an EMA copy, the
+    message hub's HistoryBuffers, COCO's dataset meta and a scheduler. Every tensor holds
+    one element, so the pickle is nearly all of the file (the hardest case for a budget
+    proportional to the file's size)."""
+    keys = [f'backbone.stages.{i // 60}.blocks.{i % 60}.attn.conv_proj_q.conv.weight'
+            for i in range(params)]
+    weights = collections.OrderedDict((key, torch.zeros(1)) for key in keys)
+    state = {i: {'step': torch.tensor(9e4), 'exp_avg': torch.zeros(1),
+                 'exp_avg_sq': torch.zeros(1)} for i in range(params)}
+    log = {f'train/loss_{i}': HistoryBuffer(list(np.linspace(0, 1, 200)), [1] * 200)
+           for i in range(20)}
+    classes = tuple(f'class_{i}' for i in range(80))
+    return {
+        'meta': {'epoch': 12, 'iter': 90000, 'seed': 42, 'cfg': 'x' * 20000,
+                 'dataset_meta': {'classes': classes, 'palette': [(i, i, i) for i in range(80)]}},
+        'state_dict': weights, 'ema_state_dict': collections.OrderedDict(weights),
+        'optimizer': {'state': state, 'param_groups': [
+            {'lr': 1e-4, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.05,
+             'amsgrad': False, 'params': list(range(params)), 'initial_lr': 1e-4}]},
+        'message_hub': {'log_scalars': log, 'runtime_info': {'epoch': 12, 'eta': np.float64(1)},
+                        'resumed_keys': {'epoch': True}},
+        'param_schedulers': [{'base_lrs': [1e-4], 'last_step': 12, 'gamma': 0.1,
+                              'milestones': collections.Counter([8, 11]), '_last_lr': [1e-5]}],
     }
 
 
@@ -130,6 +160,10 @@ PART = st.one_of(
     st.tuples(st.sampled_from(['0', '1', '9']), st.integers(0, 64),
               st.sampled_from(list(decode.STORAGE_DTYPES))).map(
         lambda a: persistent_storage(*a)),
+    st.tuples(st.sampled_from(list(crafted.FLOODS.values())), st.integers(1, 2000)).map(
+        lambda a: a[0] * a[1]),
+    st.integers(1, 2000).map(lambda n: b'}(' + b'N'.join(
+        crafted.long1(k * crafted.HASH_MODULUS) for k in range(n)) + b'Nu'),
 )
 
 
@@ -189,6 +223,57 @@ def torch_files(draw) -> bytes:
             data[at] = draw(st.integers(0, 255))
         data = bytes(data[:draw(st.integers(1, len(data)))])
     return bytes(data)
+
+
+#: How each budget family of :mod:`tests.checkpoint.crafted` makes a file of about ``size``
+#: bytes (with what else it draws).
+ATTACKS = {
+    'codecs_copies': lambda draw, size: crafted.codecs_copies(
+        length := draw(st.integers(1, max(1, size // 2))), max(1, (size - length) // 8)),
+    'numpy_copies': lambda draw, size: crafted.numpy_copies(
+        nbytes := draw(st.integers(8, max(8, size // 2))), max(1, (size - nbytes) // 8)),
+    'flood': lambda draw, size: crafted.flood(draw(st.sampled_from(sorted(crafted.FLOODS))),
+                                              size),
+    'colliding_int_keys': lambda draw, size: crafted.colliding_int_keys(size // 12),
+    'colliding_key_dicts': lambda draw, size: crafted.colliding_key_dicts(
+        keys := draw(st.integers(1, 1100)), max(1, (size - 18 * keys) // (6 * keys))),
+    'colliding_float_keys': lambda draw, size: crafted.colliding_float_keys(size // 11),
+    'equal_str_keys': lambda draw, size: crafted.equal_str_keys(
+        length := draw(st.integers(1, max(1, size // 4))), max(1, (size - 2 * length) // 4),
+        draw(st.sampled_from(['dict', 'set']))),
+    'deep_lists': lambda draw, size: crafted.deep_lists(max(2, size // 2)),
+    'deep_tuples': lambda draw, size: crafted.deep_tuples(size),
+    'shared_dag': lambda draw, size: crafted.shared_dag(draw(st.integers(1, 120))),
+    'absent_storages': lambda draw, size: crafted.absent_storages(
+        max(1, size // 150), draw(st.sampled_from([0, 1, 10 ** 9, 2 ** 31 - 1]))),
+    'zip_extra_fields': lambda draw, size: crafted.zip_extra_fields(max(1, size >> 17)),
+}
+
+
+def largest_attacks(size: int) -> list[bytes]:
+    """A file of each budget family of about ``size`` bytes, with the choices that cost the
+    most, and each also in the legacy format."""
+    files = [crafted.codecs_copies(size // 2, size // 16), crafted.numpy_copies(size // 2,
+                                                                               size // 16),
+             *(crafted.flood(opcode, size) for opcode in sorted(crafted.FLOODS)),
+             crafted.colliding_int_keys(size // 12), crafted.colliding_key_dicts(1024,
+                                                                                 size // 6144),
+             crafted.colliding_float_keys(size // 11), crafted.equal_str_keys(size // 4,
+                                                                              size // 8),
+             crafted.equal_str_keys(size // 4, size // 8, 'set'),
+             crafted.deep_lists(size // 2), crafted.deep_tuples(size), crafted.shared_dag(100),
+             crafted.absent_storages(size // 150), crafted.zip_extra_fields(size >> 17)]
+    return files + [_legacy(*_pickle_of(data)) for data in files]
+
+
+@st.composite
+def budget_attacks(draw, max_bytes: int = 1 << 14) -> bytes:
+    """A file of a budget family of :mod:`tests.checkpoint.crafted`, of up to about
+    ``max_bytes`` (the largest size, a quarter, 1/16 or any), as a zip or legacy file."""
+    size = draw(st.one_of(st.sampled_from([max_bytes, max_bytes >> 2, max_bytes >> 4]),
+                          st.integers(256, max_bytes)))
+    data = ATTACKS[draw(st.sampled_from(sorted(ATTACKS)))](draw, size)
+    return _legacy(*_pickle_of(data)) if draw(st.integers(0, 3)) == 0 else data
 
 
 _DTYPES = st.sampled_from(['F32', 'F16', 'BF16', 'F64', 'I64', 'I32', 'U8', 'BOOL', 'XX'])

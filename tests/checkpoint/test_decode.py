@@ -1,7 +1,9 @@
 """Decoding torch.save files: exactly the names the decoder knows, closed values, a budget."""
 import collections
+import io
 import re
 import struct
+import time
 import traceback
 
 import numpy as np
@@ -13,7 +15,12 @@ from mmengine.runner import save_checkpoint
 from cvt_backbone import CheckpointError, read_checkpoint
 from cvt_backbone.checkpoint import decode
 from tests.checkpoint import crafted
-from tests.checkpoint.strategies import assert_closed, assert_same, training_state
+from tests.checkpoint.strategies import (
+    assert_closed,
+    assert_same,
+    detector_training_state,
+    training_state,
+)
 
 
 @pytest.mark.parametrize('make, words', crafted.REFUSED.items(),
@@ -64,7 +71,7 @@ def test_integers_are_bounded_and_containers_stay_closed():
     with pytest.raises(CheckpointError, match='an integer has 1145 bits'):
         read_checkpoint(crafted.torch_zip(huge, {}))
     value = read_checkpoint(crafted.torch_zip(crafted.program(b'}(K\x01N\x88]u.'), {}))
-    assert value == {1: None, True: []} and type(value) is dict
+    assert value == {1: []} and type(value) is dict  # True is the key 1 again: it replaces
 
 @pytest.mark.skipif(not hasattr(torch.serialization, 'add_safe_globals'),
                     reason=f'torch {torch.__version__} has no add_safe_globals (torch 2.4+): '
@@ -208,6 +215,108 @@ def test_shared_references_cost_once_but_count_each_time():
     shared = crafted.program(b']q\x00(', b'N' * 100, b'e0](', b'h\x00' * 1000, b'e.')
     value = read_checkpoint(crafted.torch_zip(shared, {}))
     assert len(value) == 1000 and all(item is value[0] for item in value)
+
+
+# --------------------------------------------------------------------------- budgets
+@pytest.fixture
+def budgets(monkeypatch):
+    """The budgets of the reads a test makes, as each stands when its read ends."""
+    made = []
+
+    class Recording(decode._Budget):
+        def __init__(self, size: int) -> None:
+            super().__init__(size)
+            made.append(self)
+
+    monkeypatch.setattr(decode, '_Budget', Recording)
+    return made
+
+
+#: Each family of amplification and superlinear work (files of 1-4 MB, but for the DAG's
+#: 1 kB), and the words of its refusal. Read with the budget checked after the read, the
+#: first two built 2 GB, the floods 400-900 MB, and the colliding ints took minutes.
+BUDGET_ATTACKS = {
+    'codecs_encode': (lambda: crafted.codecs_copies(1 << 20, 2000),
+                      r'(steps|memory).*_codecs\.encode'),
+    'numpy_copies': (lambda: crafted.numpy_copies(1 << 20, 2000), r'memory.*numpy arrays'),
+    'empty_sets': (lambda: crafted.flood('EMPTY_SET', 1_000_000), 'bytes of memory'),
+    'empty_dicts': (lambda: crafted.flood('EMPTY_DICT', 1_000_000), 'bytes of memory'),
+    'empty_lists': (lambda: crafted.flood('EMPTY_LIST', 1_000_000), 'bytes of memory'),
+    'colliding_ints': (lambda: crafted.colliding_int_keys(250_000),
+                       'a dict has more than 1024 int, float, bool or None keys'),
+    'colliding_key_dicts': (lambda: crafted.colliding_key_dicts(1024, 400),
+                            r'steps.*int, float, bool and None keys'),
+    'colliding_floats': (lambda: crafted.colliding_float_keys(100_000),
+                         'a dict has more than 1024 int, float, bool or None keys'),
+    'equal_str_keys': (lambda: crafted.equal_str_keys(1 << 20, 250_000),
+                       r'steps.*str and bytes keys'),
+    'equal_set_items': (lambda: crafted.equal_str_keys(1 << 20, 1_000_000, 'set'),
+                        r'steps.*str and bytes keys'),
+    'deep_lists': (lambda: crafted.deep_lists(300_000), 'nested more than 100 deep'),
+    'deep_tuples': (lambda: crafted.deep_tuples(2_000_000), 'nested more than 100 deep'),
+    'shared_dag': (lambda: crafted.shared_dag(99), 'counting every shared reference'),
+    'absent_storages': (lambda: crafted.absent_storages(10_000), 'missing or does not hold'),
+}
+
+
+@pytest.mark.parametrize('family', BUDGET_ATTACKS)
+def test_amplification_and_quadratic_work_are_refused_by_name(family):
+    make, words = BUDGET_ATTACKS[family]
+    data = make()
+    start = time.process_time()
+    with pytest.raises(CheckpointError, match=words) as error:
+        read_checkpoint(data)
+    assert time.process_time() - start < 10, 'refused, but slowly'
+    assert str(error.value).startswith('Refused to load checkpoint') and '\n' not in str(
+        error.value)
+
+
+@pytest.mark.parametrize('opcode', ['DUP', 'MEMOIZE'])
+def test_floods_of_cheap_references_are_accepted_within_the_budget(opcode, budgets):
+    """References to one value (and memo entries numbered in order) cost a few bytes each:
+    2 MB of them decode, using a fraction of the budget."""
+    data = crafted.flood(opcode, 2_000_000)
+    value = read_checkpoint(data)
+    assert value == [None] * (2_000_001 if opcode == 'DUP' else 1)
+    budget, = budgets
+    assert budget.memory - budget.memory_left < decode.MEMORY_PER_BYTE / 2 * len(data)
+
+
+def test_the_memo_takes_any_order_of_indices_in_a_dict():
+    """Indices out of order (which pickle never writes) still read, from a dict whose keys
+    hash with Python's random seed."""
+    last = b'\xff\xff\xff\xff'
+    value = read_checkpoint(crafted.torch_zip(crafted.program(
+        b'Nr', last, b'0K\x07q\x00', b'0K\x08\x94', b'0(j', last, b'h\x00h\x02t.'), {}))
+    assert value == (None, 7, 8)
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_real_checkpoints_stay_well_within_their_budgets(tmp_path, budgets, legacy):
+    """A training checkpoint shaped like a CvT-W24 detector's (tiny tensors: its pickle is
+    nearly all of the file) needs at most half its memory budget per byte, an eighth of its
+    work budget per byte, and fewer int keys per dict than allowed."""
+    buffer = io.BytesIO()
+    torch.save(detector_training_state(), buffer, _use_new_zipfile_serialization=not legacy)
+    data = buffer.getvalue()
+    decoded = read_checkpoint(data)
+    assert len(decoded['optimizer']['state']) == 700 < decode.MAX_PREDICTABLE_KEYS
+    budget, = budgets
+    assert budget.memory - budget.memory_left < decode.MEMORY_PER_BYTE / 2 * len(data)
+    assert budget.work - budget.work_left < decode.WORK_PER_BYTE / 8 * len(data)
+
+
+def test_a_sealed_container_is_never_changed():
+    """A list put into another is sealed: appending to it later (which could make it contain
+    itself, or change a weight already counted) is refused; filling it first is not."""
+    filled_first = crafted.program(b']q\x00K\x01a0(h\x00h\x00l.')
+    assert read_checkpoint(crafted.torch_zip(filled_first, {})) == [[1], [1]]
+    changed_after = crafted.program(b']q\x000(h\x00h\x00l0h\x00K\x01a.')
+    with pytest.raises(CheckpointError, match='changes a list after putting it into another'):
+        read_checkpoint(crafted.torch_zip(changed_after, {}))
+    cycle = crafted.program(b']q\x00]q\x01h\x00a0h\x00h\x01a.')  # L1 holds L0, then L0 L1
+    with pytest.raises(CheckpointError, match='changes a list after putting it into another'):
+        read_checkpoint(crafted.torch_zip(cycle, {}))
 
 
 MMENGINE_SCHEDULERS = {

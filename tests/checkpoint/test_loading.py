@@ -6,6 +6,7 @@ from mmengine.runner import load_checkpoint
 
 from cvt_backbone import CheckpointError, CvT, convert_official_cvt
 from cvt_backbone.checkpoint import (
+    MMENGINE_WRAPPER,
     canonical_checkpoint,
     check_checkpoint_fits,
     detect_format,
@@ -169,6 +170,28 @@ def test_a_checkpoint_must_fill_the_whole_model():
         check_checkpoint_fits(model, {'head.fc.weight': torch.zeros(1)}, 'c')
     with pytest.raises(CheckpointError, match='does not hold a state dict of tensors'):
         check_checkpoint_fits(model, {'state_dict': {'a': 1}}, 'c')
+
+
+@pytest.mark.parametrize('layout', ['state_dict', 'model', 'module', 'plain', 'prefixed'])
+def test_the_check_before_mmengine_reads_the_weights_where_mmengine_loads_them(layout):
+    """With MMENGINE_WRAPPER the check passes exactly when MMEngine's own loader fills the
+    model: weights under 'model' or 'module' are not loaded by it, so they are refused."""
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    source = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    state = {k: v + 1 for k, v in source.state_dict().items()}
+    checkpoint = {'plain': state, 'prefixed': {f'module.{k}': v for k, v in state.items()}}.get(
+        layout, {layout: state, 'meta': {}})
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    _load_checkpoint_to_model(model, checkpoint)
+    filled = all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    try:
+        check_checkpoint_fits(model, checkpoint, 'c', MMENGINE_WRAPPER)
+        passed = True
+    except CheckpointError as err:
+        assert 'c does not hold a state dict' in str(err)
+        passed = False
+    assert passed == filled == (layout in ('state_dict', 'plain', 'prefixed'))
+    check_checkpoint_fits(model, checkpoint, 'c')  # the package's own loaders look further
 
 
 def test_a_model_is_compared_on_the_meta_device_before_it_is_built():
