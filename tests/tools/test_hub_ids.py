@@ -1,10 +1,10 @@
 """Hub repository ids wherever the tools take a checkpoint, against a local hub.
 
 The hub is a server on 127.0.0.1 (:func:`tests.helpers.local_hub`) serving two small random
-CvT classifiers in transformers' layout (``tiny/cls`` at ``main`` and at ``v1``). Each tool runs in a child process whose
-huggingface_hub asks that server (``HF_ENDPOINT``) and caches in the test's folder
-(``HF_HOME``). What a tool makes of a hub id is compared with what it makes of a local file
-holding the same weights.
+CvT classifiers in transformers' layout (``tiny/cls`` at ``main`` and at ``v1``). Each tool
+runs in a child process whose huggingface_hub asks that server (``HF_ENDPOINT``) and caches in
+the test's folder (``HF_HOME``). What a tool makes of a hub id is compared with what it makes
+of a local file holding the same weights.
 """
 from __future__ import annotations
 
