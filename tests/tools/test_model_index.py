@@ -37,7 +37,7 @@ import cvt_backbone  # the model index and hf://
 import mmpretrain
 from mmpretrain.apis import ImageClassificationInferencer
 
-inputs, out, image = sys.argv[1:4]
+inputs, out, image, answer = sys.argv[1:5]
 model = mmpretrain.get_model(NAME, pretrained=True)
 with torch.no_grad():
     logits = model(torch.load(inputs), mode='tensor')
@@ -45,12 +45,13 @@ inferencer = ImageClassificationInferencer(NAME)
 state, inferred = model.state_dict(), inferencer.model.state_dict()
 result = inferencer(image)[0]
 torch.save({'logits': logits, 'state': state}, out)
-print(json.dumps({
-    'names': mmpretrain.list_models('*cvt*'),
-    'same_weights': state.keys() == inferred.keys()
-                    and all(torch.equal(v, inferred[k]) for k, v in state.items()),
-    'num_scores': len(result['pred_scores']), 'pred_class': result['pred_class'],
-    'classes': list(inferencer.classes)}))
+with open(answer, 'w') as f:  # not stdout: mmpretrain draws its progress bar there
+    json.dump({
+        'names': mmpretrain.list_models('*cvt*'),
+        'same_weights': state.keys() == inferred.keys()
+                        and all(torch.equal(v, inferred[k]) for k, v in state.items()),
+        'num_scores': len(result['pred_scores']), 'pred_class': result['pred_class'],
+        'classes': list(inferencer.classes)}, f)
 """.replace('NAME', repr(NAME))
 
 
@@ -72,13 +73,14 @@ def served(tmp_path_factory) -> dict:
     with local_hub({'microsoft/cvt-13': hub_files(backbone, head)}) as endpoint:
         result = subprocess.run(
             [sys.executable, '-c', CHILD, str(tmp / 'inputs.pth'), str(tmp / 'out.pth'),
-             str(tmp / 'image.png')], cwd=tmp, env=hub_env(endpoint, tmp),
+             str(tmp / 'image.png'), str(tmp / 'answer.json')], cwd=tmp,
+            env=hub_env(endpoint, tmp),
             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     with torch.no_grad():
         expected = backbone(inputs)[-1] @ head[0].T + head[1]
     return dict(tmp=tmp, backbone=backbone, head=head, expected=expected,
-                answer=json.loads(result.stdout.strip().splitlines()[-1]),
+                answer=json.loads((tmp / 'answer.json').read_text()),
                 out=torch.load(tmp / 'out.pth', weights_only=True))
 
 
