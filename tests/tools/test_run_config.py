@@ -14,11 +14,14 @@ def cfg() -> Config:
 
 
 @pytest.mark.parametrize('key, message', [
-    ('train_cfg.max_epoch', r"--cfg-options train_cfg\.max_epoch: train_cfg has no 'max_epoch' "
-                            r"\(it has: \['by_epoch', 'max_epochs', 'val_interval'\]\)"),
-    ('randomness.sed', r"--cfg-options randomness\.sed: randomness has no 'sed'"),
+    ('default_hooks.chekpoint.interval', r"--cfg-options default_hooks\.chekpoint\.interval: "
+                                         r"default_hooks has no 'chekpoint' \(it has: \[.*"
+                                         r"'checkpoint'.*\]\)"),
+    ('env_cfg.cudnn_benchmar', r"--cfg-options env_cfg\.cudnn_benchmar: env_cfg has no "
+                               r"'cudnn_benchmar'"),
     ('model.backbone.init_cfg.x.y', r"model\.backbone\.init_cfg has no 'x'"),
     ('param_scheduler.5.end', r"param_scheduler has no '5' \(it has: list\)"),
+    ('train_cfg.max_epoch.x', r"train_cfg has no 'max_epoch'"),
 ])
 def test_a_key_the_config_has_no_place_for_is_refused(cfg, key, message):
     with pytest.raises(ConfigError, match=message):
@@ -31,6 +34,10 @@ def test_a_key_the_config_has_no_place_for_is_refused(cfg, key, message):
     'experiment_name',                     # a new top-level entry
     'optim_wrapper.optimizer.betas',       # an argument of a part with a type
     'train_dataloader.dataset.dataset.data_root',
+    # arguments of parts the Runner builds from keyword arguments alone
+    'train_cfg.val_begin', 'val_cfg.fp16', 'randomness.diff_rank_seed',
+    'train_dataloader.prefetch_factor', 'env_cfg.dist_cfg.timeout',
+    'optim_wrapper.accumulative_counts',
 ])
 def test_keys_the_config_has_or_its_parts_take_pass(cfg, key):
     check_cfg_options(cfg, {key: 1})
