@@ -228,3 +228,102 @@ def train_until(config: Path, work_dir: Path, stop: str | tuple[str, ...], *args
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
     return lines
+
+
+# ----------------------------------------------------------------------------- a local hub
+def hub_files(model: CvT, head: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> dict[str, bytes]:
+    """A hub repository of ``model`` as transformers stores it: ``config.json`` (model type
+    ``cvt``) and ``model.safetensors`` with ``CvtModel``'s keys, or with
+    ``CvtForImageClassification``'s when ``head`` (a linear classifier's weight and bias)
+    is given."""
+    import json
+
+    from safetensors.torch import save
+    from transformers import CvtForImageClassification, CvtModel
+
+    from cvt_backbone.checkpoint import to_transformers_state_dict
+    from transformers_port import transformers_config
+
+    state = dict(model.state_dict())
+    num_labels = 0
+    if head is not None:
+        state.update({'head.weight': head[0], 'head.bias': head[1]})
+        num_labels = head[0].shape[0]
+    config = transformers_config(model.arch, num_labels, kv_strides=model.kv_strides,
+                                 in_channels=model.in_channels)
+    keys = (CvtForImageClassification(config) if head is not None
+            else CvtModel(config, add_pooling_layer=False)).state_dict().keys()
+    weights = to_transformers_state_dict(state, keys)
+    return {'config.json': json.dumps(config.to_dict()).encode(),
+            'model.safetensors': save({k: v.contiguous() for k, v in weights.items()})}
+
+
+@contextlib.contextmanager
+def local_hub(repos: dict[str, dict[str, bytes]]) -> Iterator[str]:
+    """Serve ``repos`` (``'owner/name'`` or ``'owner/name@revision'`` -> file name -> bytes;
+    no revision is ``main``) as the hub's file endpoints on 127.0.0.1 while in the block.
+
+    It answers what ``hf_hub_download`` asks of ``/{repo}/resolve/{revision}/{file}``: the
+    commit, ETag and size in the headers, the bytes, and the hub's ``X-Error-Code`` for what
+    does not exist.
+
+    Yields:
+        The endpoint, ``http://127.0.0.1:PORT`` (for ``HF_ENDPOINT``).
+    """
+    import hashlib
+    import re
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def answer(self, status: int, headers: dict, body: bytes = b'') -> None:
+            self.send_response(status)
+            for name, value in {**headers, 'Content-Length': str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command == 'GET':
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            match = re.match(r'^/([^/]+/[^/]+)/resolve/([^/]+)/([^?]+)', self.path)
+            if match is None:
+                return self.answer(404, {})
+            repo, revision, name = map(urllib.parse.unquote, match.groups())
+            key = repo if revision == 'main' else f'{repo}@{revision}'
+            if not any(r.split('@')[0] == repo for r in repos):
+                return self.answer(401, {'X-Error-Code': 'RepoNotFound'})
+            if key not in repos:
+                return self.answer(404, {'X-Error-Code': 'RevisionNotFound'})
+            commit = hashlib.sha1(key.encode()).hexdigest()
+            if name not in repos[key]:
+                return self.answer(404, {'X-Error-Code': 'EntryNotFound',
+                                         'X-Repo-Commit': commit})
+            data = repos[key][name]
+            self.answer(200, {'X-Repo-Commit': commit, 'Content-Type': 'application/octet-stream',
+                              'ETag': f'"{hashlib.sha256(data).hexdigest()}"'}, data)
+
+        do_GET = do_HEAD
+
+    server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def hub_env(endpoint: str, folder: Path) -> dict:
+    """:data:`ENV` for a child process whose huggingface_hub asks ``endpoint`` and caches in
+    ``folder`` (huggingface_hub reads these when it is imported)."""
+    env = {k: v for k, v in ENV.items() if not k.startswith(('HF_', 'HUGGING'))}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(folder / 'hf'),
+               HF_HUB_CACHE=str(folder / 'hf' / 'hub'), HF_HUB_DISABLE_PROGRESS_BARS='1',
+               HF_HUB_DISABLE_TELEMETRY='1', HF_HUB_ETAG_TIMEOUT='10',
+               HF_HUB_DOWNLOAD_TIMEOUT='10')
+    return env

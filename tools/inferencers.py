@@ -151,6 +151,7 @@ def infer_mmseg(cfg: Config, checkpoint: str, images: list[str], root: str, out_
 
     inferencer = _checked(MMSegInferencer, checkpoint, 'mmseg')(
         model=cfg, weights=checkpoint, device=device)
+    inferencer.show_progress = False  # one line per image (it takes no show_progress)
     if amp:
         autocast_features(inferencer.model, device.split(':')[0])
     classes = inferencer.model.dataset_meta['classes']
@@ -173,12 +174,18 @@ def infer_mmpretrain(cfg: Config, checkpoint: str, images: list[str], root: str,
     ``preds/<name>.json``."""
     import mmcv
     from mmpretrain.apis import ImageClassificationInferencer
+    from mmpretrain.utils import progress
     from mmpretrain.visualization import UniversalVisualizer
+
+    # One line per image, as DetInferencer(show_progress=False): mmpretrain's progress bar
+    # ends without a newline where stdout is no terminal, and the first line ran into it.
+    progress.disable_progress_bar = True
 
     model = init_model(cfg, checkpoint, device)
     if not getattr(model, 'dataset_meta', None):
         model.dataset_meta = config_dataset_meta(cfg, 'mmpretrain')
-    model._config = cfg  # what mmpretrain's get_model sets: the inferencer's pipeline
+    # what mmpretrain's get_model sets: the inferencer's class names and pipeline
+    model._dataset_meta, model._config = model.dataset_meta, cfg
     if amp:
         autocast_features(model, device.split(':')[0])
     inferencer = ImageClassificationInferencer(model=model, pretrained=False, device=device)

@@ -25,6 +25,12 @@ from cvt_backbone import ConfigError
 #: What only training reads: ``tools/test.py`` builds a Runner without them.
 TRAINING_PARTS = ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler',
                   'auto_scale_lr')
+#: Parts the Runner passes on as keyword arguments, without a ``type`` in the config: the
+#: loops, ``set_randomness``, the optimizer wrapper, the dataloaders, ``init_dist``, the log
+#: processor. MMEngine names an argument they do not take when it builds them.
+KEYWORD_PARTS = ('train_cfg', 'val_cfg', 'test_cfg', 'randomness', 'optim_wrapper',
+                 'train_dataloader', 'val_dataloader', 'test_dataloader', 'env_cfg.dist_cfg',
+                 'log_processor')
 #: The launchers and the environment variables each needs (set by torchrun, srun, mpirun).
 LAUNCHER_ENV = {'pytorch': ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
                 'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
@@ -40,9 +46,10 @@ def check_cfg_options(cfg: Config, options: Mapping | None) -> None:
     """Refuse ``--cfg-options`` keys that name nothing in the config.
 
     A key is accepted when the config has it, when it adds a top-level entry
-    (``randomness.seed=1``), or when its parent is a part of the config that has a ``type``
-    (an argument the config leaves at its default: MMEngine checks those when it builds the
-    part, and :func:`explain_option_error` names the option then).
+    (``load_from=...``), or when its parent is a part of the config that has a ``type`` or
+    that the Runner passes on as keyword arguments (:data:`KEYWORD_PARTS`: an argument the
+    config leaves at its default, such as ``train_cfg.val_begin``; MMEngine checks those
+    when it builds the part, and :func:`explain_option_error` names the option then).
 
     Raises:
         ConfigError: the first key whose parent does not exist or is no part of the config;
@@ -55,13 +62,13 @@ def check_cfg_options(cfg: Config, options: Mapping | None) -> None:
             if isinstance(node, (list, tuple)) and name.isdigit() and int(name) < len(node):
                 node = node[int(name)]
                 continue
-            if isinstance(node, Mapping) and name in node:
+            if isinstance(node, (Mapping, Config)) and name in node:
                 node = node[name]
                 continue
             parent = '.'.join(parts[:depth]) or 'the config'
             if depth == 0 or (isinstance(node, Mapping) and depth == len(parts) - 1
-                              and 'type' in node):
-                break  # a new top-level entry, or an argument of a typed part
+                              and ('type' in node or parent in KEYWORD_PARTS)):
+                break  # a new top-level entry, or an argument of a part MMEngine builds
             there = sorted(node) if isinstance(node, Mapping) else type(node).__name__
             raise ConfigError(f'--cfg-options {key}: {parent} has no {name!r} (it has: '
                               f'{there})')

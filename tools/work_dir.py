@@ -19,7 +19,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from cvt_backbone import CheckpointError, ConfigError
-from cvt_backbone.checkpoint import check_local_path, is_url, read_checkpoint
+from cvt_backbone.checkpoint import check_local_path, is_hub_id, is_url, read_checkpoint
 
 #: The file a training run holds locked in its work dir.
 LOCK_FILE = '.train.lock'
@@ -33,13 +33,14 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
     ``--resume`` alone keeps mmdet's meaning: continue from the latest checkpoint of the work
     dir (its ``last_checkpoint`` file), or start from scratch if there is none, which is
     said in one warning line naming the folder searched (a mistyped ``--work-dir`` would
-    otherwise cost a whole run). A run with no fixed seed takes the checkpoint's, so that
+    otherwise cost a whole run). ``--resume PATH`` takes what the Runner loads: a file, a
+    URL or a hub repository id. A run with no fixed seed takes the checkpoint's, so that
     its samplers shuffle as the interrupted run did.
 
     Raises:
         CheckpointError: ``last_checkpoint`` is larger than a path or names a file that does
             not exist.
-        FileNotFoundError: ``--resume PATH`` names no file.
+        FileNotFoundError: ``--resume PATH`` names no file (and no URL or hub id).
     """
     if resume is None:
         return
@@ -61,7 +62,7 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
             raise CheckpointError(f'{marker} names the checkpoint {path!r}, which does not '
                                   f'exist: pass --resume PATH with a checkpoint that does')
         resume = path
-    elif not is_url(resume):
+    elif not is_url(resume) and not is_hub_id(resume):
         check_local_path(resume)
     cfg.resume, cfg.load_from = True, resume
     randomness = dict(cfg.get('randomness') or {})

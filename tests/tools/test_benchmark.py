@@ -73,6 +73,7 @@ def test_measure_in_process():
     assert result['process_peak'] >= result['increase'] >= 0
 
 
+@pytest.mark.slow  # exports CvT-13 and compiles it: half a minute to a minute each
 @pytest.mark.parametrize('model, precision', [('ort-cvt-13', 'fp32'), ('ov-cvt-13', 'fp32'),
                                               ('ov-cvt-13', 'bf16')])
 def test_measure_a_runtime_running_our_export(model, precision):

@@ -91,6 +91,7 @@ def test_follow_waits_for_the_end_of_a_line(tmp_path):
     assert seen == ['first line', 'second line']
 
 
+@pytest.mark.slow  # the three demo models end to end
 def test_demo_picture_is_drawn_large_from_checkpoints(tmp_path):
     make_classification_set(str(tmp_path / 'data' / 'shapes_cls'), num_train=0, num_val=6)
     make_scene_set(str(tmp_path / 'data' / 'shapes'), num_train=0, num_val=5)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import re
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from onnx_export import (
     compare,
     export_onnx,
     ort_session,
+    quiet_exporters,
     second_shape,
 )
 from tests.helpers import ENV, ROOT, TINY, randomize_norms, relative_error
@@ -226,7 +229,7 @@ def test_tool_exports_and_checks_the_whole_classifier(classifier_run):
 @pytest.mark.skipif(not HAS_OPENVINO, reason='the [openvino] extra is not installed')
 @pytest.mark.slow
 def test_tool_writes_and_checks_the_openvino_model(classifier_run):
-    from cvt_backbone.deploy.openvino import compile_openvino, effective_precision
+    from openvino_export import compile_openvino, effective_precision
 
     tmp, result = classifier_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -287,3 +290,23 @@ def test_check_fails_beyond_1e4_of_the_output_scale():
 def test_second_check_size_is_non_square_and_not_a_multiple_of_16(shape):
     h, w = second_shape(shape, 3)
     assert h != w and h % 16 and w % 16 and min(h, w) >= 3
+
+
+def test_the_exporters_warnings_are_one_counted_line_unless_verbose(capsys, caplog):
+    tracer = torch.jit.TracerWarning
+    with quiet_exporters():
+        warnings.warn('traced', tracer, stacklevel=1)
+        warnings.warn('traced again', tracer, stacklevel=1)
+        warnings.warn('old', DeprecationWarning, stacklevel=1)
+        logging.getLogger('torch.onnx').warning('an exporter line')
+    assert capsys.readouterr().out == ('(3 warnings of the exporters hidden: '
+                                       'DeprecationWarning, TracerWarning; --verbose shows them)\n')
+    assert 'an exporter line' not in caplog.text
+    with pytest.warns(tracer, match='traced'), quiet_exporters(verbose=True):
+        warnings.warn('traced', tracer, stacklevel=1)
+        logging.getLogger('torch.onnx').warning('an exporter line')
+    assert capsys.readouterr().out == ''
+    assert 'an exporter line' in caplog.text
+    with quiet_exporters():
+        pass
+    assert capsys.readouterr().out == ''  # nothing hidden, nothing said

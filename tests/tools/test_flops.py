@@ -82,3 +82,14 @@ def test_config_without_toolbox_scope_is_refused(tmp_path):
     config.write_text("model = dict(type='CvT')\n")
     with pytest.raises(ValueError, match='default_scope'):
         tensor_forward(str(config))
+
+
+def test_a_config_is_measured_at_its_own_test_size(monkeypatch, capsys):
+    """The demo detector resizes its test images to 128x128: it is measured there, not at
+    mmdet's usual 800x1344."""
+    config = ROOT / 'configs' / 'demo' / 'mask-rcnn_cvt-tiny_fpn_shapes.py'
+    monkeypatch.setattr(sys, 'argv', ['get_flops.py', str(config)])
+    runpy.run_path(str(GET_FLOPS), run_name='__main__')
+    out = capsys.readouterr().out
+    assert 'Input shape: (1, 3, 128, 128)' in out
+    assert f'{config} (mmdet model, backbone + neck + heads)' in out

@@ -17,7 +17,10 @@ def test_import_cvt_backbone_leaves_the_optional_parts_out():
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = result.stdout.split()
     assert 'cvt_backbone.models.cvt' in loaded
-    for part in ('deploy', 'analysis', 'demo', 'engine.tool'):
+    # what a config, a tool or a network source brings in when it needs it
+    for part in ('apis', 'training', 'deploy', 'checkpoint.download', 'checkpoint.hub'):
+        assert (ROOT / 'cvt_backbone' / f"{part.replace('.', '/')}").with_suffix('.py').is_file() \
+            or (ROOT / 'cvt_backbone' / part).is_dir(), part
         assert not [m for m in loaded if m.startswith(f'cvt_backbone.{part}')], part
 
 
