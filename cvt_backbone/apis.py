@@ -25,7 +25,7 @@ from .checkpoint import (
     unwrap_state_dict,
 )
 from .checkpoint.loading import check_dataset_meta
-from .errors import ConfigError, error_line
+from .errors import ConfigError, SetupError, error_line
 from .version import SUPPORTED, installed_version, supported_range, version_problem, warn_once
 
 #: The extra of cvt-backbone that brings each toolbox.
@@ -42,8 +42,9 @@ def check_toolbox(name: str) -> None:
         name: ``'mmpretrain'``, ``'mmdet'`` or ``'mmseg'``.
 
     Raises:
-        ImportError: it is not installed or does not import, or mmcv's compiled ops do not
-            load where it needs them; the message names the version and the extra to install.
+        SetupError: it is not installed or does not import, or mmcv's compiled ops do not
+            load where it needs them (an ``ImportError``); the message names the version and
+            the extra to install.
     """
     package, extra = SUPPORTED[name][0], EXTRAS[name]
     try:
@@ -52,7 +53,7 @@ def check_toolbox(name: str) -> None:
         version = installed_version(name) if importlib.util.find_spec(name) else None
         found = f'{package} {version} does not import ({" ".join(str(err).split())})' \
             if version else f'{package} is not installed'
-        raise ImportError(f'{found}: install {package}{supported_range(name)} '
+        raise SetupError(f'{found}: install {package}{supported_range(name)} '
                           f'(pip install cvt-backbone[{extra}])') from None
     problem = version_problem(name)
     if problem:
@@ -69,7 +70,7 @@ def _check_mmcv_ops(needed_by: str) -> None:
         importlib.import_module('mmcv._ext')
     except ImportError as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ImportError(
+        raise SetupError(
             f'mmcv {getattr(mmcv, "__version__", "(unknown version)")} has no compiled ops '
             f'that load with torch {torch.__version__} ({detail}); {SUPPORTED[needed_by][0]} '
             f'needs them: install mmcv{supported_range("mmcv")} built for this torch '

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 #: Set to 1 to see the traceback behind a tool's ``error:`` line.
@@ -26,8 +27,13 @@ class ConfigError(ValueError):
     """Parts of a config that do not fit together; the message names the field to change."""
 
 
+class SetupError(ImportError):
+    """A package the work needs is missing, broken or built for another torch; the message
+    says what to install."""
+
+
 #: Errors whose message says all a user needs to read.
-USER_ERRORS = (CheckpointError, ConfigError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (CheckpointError, ConfigError, SetupError, FileNotFoundError, FileExistsError)
 
 
 def error_line(err: BaseException, user_errors: tuple[type[BaseException], ...] = ()) -> str:
@@ -45,14 +51,19 @@ def run_main(main: Callable[[], object],
              user_errors: tuple[type[BaseException], ...] = ()) -> None:
     """Run a tool's ``main``; anything it raises ends the process with ``error: <one line>``
     (:func:`error_line`) and exit status 1 (``CVT_DEBUG=1``: with the traceback).
-    ``Ctrl-C`` and ``sys.exit`` keep their meaning.
+    ``Ctrl-C`` and ``sys.exit`` keep their meaning. While it runs, the deprecation warning
+    of ``pkg_resources`` that MMEngine's config loading triggers is not shown.
 
     Args:
         main: The tool's ``main``.
         user_errors: The tool's own errors whose message says all (as :data:`USER_ERRORS`).
     """
     try:
-        main()
+        with warnings.catch_warnings():
+            # MMEngine's is_installed imports pkg_resources (setup.py pins setuptools<81 to
+            # keep it): its deprecation warning is nothing a user of a tool can act on
+            warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
+            main()
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 -- the boundary: every failure is one line

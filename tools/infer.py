@@ -30,6 +30,7 @@ from cvt_backbone.errors import run_main
 from cvt_backbone.training import use_safe_loading
 from inferencers import INFERENCERS
 from run_config import check_cfg_options
+from work_dir import check_output_dir
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -111,6 +112,7 @@ def main() -> None:
     use_safe_loading()
     infer, preds = INFERENCERS[scope]
     out_dir = osp.abspath(args.out_dir)
+    check_output_dir(out_dir, '--out-dir')
     lines = infer(cfg, args.checkpoint, images, root, out_dir, device, args.amp,
                   args.score_thr)
     print('\n'.join(lines))

@@ -24,7 +24,7 @@ from mmengine.registry import DATASETS, DefaultScope
 
 from cvt_backbone import CheckpointError
 from cvt_backbone.apis import init_model
-from cvt_backbone.checkpoint import check_checkpoint_fits
+from cvt_backbone.checkpoint import MMENGINE_WRAPPER, check_checkpoint_fits
 from cvt_backbone.checkpoint.loading import check_dataset_meta
 from cvt_backbone.checkpoint.write import atomic_write_bytes, atomic_write_text
 from cvt_backbone.training import autocast_features
@@ -70,7 +70,7 @@ def checked_checkpoint(model, checkpoint: object, cfg: Config, source: str,
             malformed ``dataset_meta``.
     """
     label = f'checkpoint {source!r}'
-    check_checkpoint_fits(model, checkpoint, label)
+    check_checkpoint_fits(model, checkpoint, label, MMENGINE_WRAPPER)  # as MMEngine loads
     meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     meta = dict(meta) if isinstance(meta, Mapping) else {}
     if meta.get('dataset_meta') is not None:

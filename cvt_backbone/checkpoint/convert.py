@@ -411,7 +411,10 @@ def canonical_checkpoint(checkpoint: object, source: str) -> object:
     if fmt not in FOREIGN_FORMATS:
         return checkpoint
     converted = convert_keys(state_dict, fmt)
-    arch = arch_from_state_dict(converted)
+    try:
+        arch = arch_from_state_dict(converted)
+    except CheckpointError as err:
+        raise CheckpointError(f'{source}: {err}') from None
     meta = dict(checkpoint.get('meta', {})) if isinstance(checkpoint.get('meta'), Mapping) \
         else {}
     if isinstance(meta.get('transformers_config'), Mapping):

@@ -27,7 +27,7 @@ def load_from_hub(filename: str, map_location: object = None) -> object:
     """MMEngine's loader of ``hf://owner/name[@revision]``: the hub repository read safely,
     in the layout of an mmpretrain classifier checkpoint."""
     checkpoint = read_checkpoint(filename, map_location or 'cpu')
-    return canonical_checkpoint(checkpoint, repr(filename))
+    return canonical_checkpoint(checkpoint, f'checkpoint {filename!r}')
 
 
 def register_model_index(configs: str = CONFIGS) -> list[str]:

@@ -341,7 +341,7 @@ def _departure(given: object, template: object, where: str) -> str | None:
 def _check_training_state(runner, checkpoint: Mapping, source: str) -> None:
     """Refuse a resume checkpoint whose training state MMEngine would choke on: its state
     must have the shape of this run's own (:func:`_departure`)."""
-    meta = checkpoint.get('meta')
+    meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     if not isinstance(meta, Mapping) or not all(
             type(meta.get(k)) is int and 0 <= meta[k] < MAX_COUNTER for k in ('epoch', 'iter')):
         raise CheckpointError(f'Cannot resume from {source}: it holds no training state '

@@ -70,7 +70,7 @@ def load_for_mmengine(source: str | bytes, map_location: object = None,
                       label: str | None = None) -> object:
     """What every scheme returns: safely read, canonical, sanitized."""
     checkpoint = read_checkpoint(source, map_location or 'cpu')
-    checkpoint = canonical_checkpoint(checkpoint, label or repr(source))
+    checkpoint = canonical_checkpoint(checkpoint, label or f'checkpoint {source!r}')
     return sanitize_checkpoint(checkpoint)
 
 
@@ -124,7 +124,7 @@ def load_from_mmcls(filename: str, map_location: object = None) -> object:
 
 def load_from_ceph(filename: str, map_location: object = None) -> object:
     backend = get_file_backend(filename, backend_args={'backend': 'petrel'})
-    return load_for_mmengine(backend.get(filename), map_location, label=repr(filename))
+    return load_for_mmengine(backend.get(filename), map_location, label=f'checkpoint {filename!r}')
 
 
 def load_from_pavi(filename: str, map_location: object = None) -> object:
@@ -134,7 +134,7 @@ def load_from_pavi(filename: str, map_location: object = None) -> object:
         downloaded = osp.join(tmp_dir, 'checkpoint.pth')
         model.download(downloaded)
         with open(downloaded, 'rb') as f:
-            return load_for_mmengine(f.read(), map_location, label=repr(filename))
+            return load_for_mmengine(f.read(), map_location, label=f'checkpoint {filename!r}')
 
 
 #: MMEngine's schemes (the same prefixes) and the loader of this module for each.

@@ -157,7 +157,8 @@ def test_resume_takes_a_hub_id_and_finds_no_training_state_there(hub_runs):
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "error: Cannot resume from checkpoint 'tiny/cls': it holds no training state (no "
-        "'meta' with epoch and iter counters); use load_from for a weights-only checkpoint")
+        "'meta' with epoch and iter counters from 0 to 2**31); use load_from for a weights-only "
+        "checkpoint")
 
 
 def test_the_converter_takes_a_hub_id(hub_runs):

@@ -343,10 +343,6 @@ def test_inferencers_predict_in_the_configs_terms(worker_results, demo_setup):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    'docs/deployment.md builds ImageClassificationInferencer after MMSegInferencer in one '
-    "process: MMSegInferencer leaves 'mmseg' the default registry scope, and mmpretrain's "
-    "then looks for PackInputs there (KeyError). The snippet needs fixing in the docs."))
 def test_the_docs_inferencer_snippet_runs_as_written(demo_setup, tmp_path):
     """The first code block of docs/deployment.md, unchanged, in a fresh interpreter, in a
     folder laid out as ``make demo`` leaves it: the three inferencers are built one after the

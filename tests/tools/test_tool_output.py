@@ -40,6 +40,12 @@ def test_a_schedule_shortened_on_the_command_line_fits_and_says_so(run):
     assert (run['tmp'] / 'work' / 'epoch_1.pth').is_file()
 
 
+def test_a_run_warns_only_of_what_a_user_can_act_on(run):
+    """No deprecation warning of pkg_resources, which MMEngine's config loading triggers."""
+    for result in (run['trained'], run['tested']):
+        assert 'pkg_resources' not in result.stderr, result.stderr[-3000:]
+
+
 def test_show_dir_draws_every_test_image_under_its_own_name(run):
     images = _files(Path(run['data'], 'val'))
     assert len(images) > 1 and all('/' in name for name in images)  # <class>/<n>.png
