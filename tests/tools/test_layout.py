@@ -2,10 +2,15 @@
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import ENV, ROOT
+
+
+def _lines(path) -> int:
+    return len(path.read_text().splitlines())
 
 
 @pytest.mark.slow
@@ -18,10 +23,26 @@ def test_import_cvt_backbone_leaves_the_optional_parts_out():
     loaded = result.stdout.split()
     assert 'cvt_backbone.models.cvt' in loaded
     # what a config, a tool or a network source brings in when it needs it
-    for part in ('apis', 'training', 'deploy', 'checkpoint.download', 'checkpoint.hub'):
+    for part in ('apis', 'training', 'deploy', 'checkpoint.download', 'checkpoint.hub',
+                 'checkpoint.decode'):
         assert (ROOT / 'cvt_backbone' / f"{part.replace('.', '/')}").with_suffix('.py').is_file() \
             or (ROOT / 'cvt_backbone' / part).is_dir(), part
         assert not [m for m in loaded if m.startswith(f'cvt_backbone.{part}')], part
+    assert sum(_lines(_source(m)) for m in ['cvt_backbone', *loaded]) <= 3000
+
+
+def _source(module: str) -> Path:
+    path = ROOT / Path(*module.split('.'))
+    return path.with_suffix('.py') if path.with_suffix('.py').is_file() else path / '__init__.py'
+
+
+def test_the_package_is_a_backbone_not_a_platform():
+    """What users install: at most 5,000 lines, no demo, benchmark or subprocess machinery."""
+    files = sorted((ROOT / 'cvt_backbone').rglob('*.py'))
+    assert sum(_lines(f) for f in files) <= 5000
+    for path in files:
+        names, _ = imports_and_path_edits(path)
+        assert not names & {'subprocess', 'multiprocessing', 'tools'}, path
 
 
 def imports_and_path_edits(path) -> tuple[set[str], bool]:
