@@ -184,6 +184,17 @@ def _ints(value: object, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _overlaps(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether a view may reach one element twice: taken by increasing stride, each dimension
+    of more than one element must step past all that the smaller ones span."""
+    spanned = 0
+    for s, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
+        if s <= spanned:
+            return True
+        spanned += (n - 1) * s
+    return False
+
+
 # --------------------------------------------------------------------------- the machine
 class _Machine:
     """Runs the pickles of one read on a stack of values, charging the read's budget."""
@@ -309,6 +320,10 @@ class _Machine:
         if kind is str or kind is bytes:
             self.budget.step(len(key), 'str and bytes keys')
         elif kind in _KEY_TYPES:
+            if kind is int and not -1 << 63 <= key < 1 << 64:
+                # at most 12 such ints share a hash, so a lookup compares few big values
+                raise _Refused(f'a dict key or set item is an int of {key.bit_length()} bits '
+                               f'(int keys hold at most 64)')
             self.budget.step(node.predictable, 'int, float, bool and None keys')
         else:
             raise _Refused(f'a dict key or set item is {_describe(key)}: keys may only be str, '
@@ -478,6 +493,9 @@ class _Machine:
             raise _Refused(f'a tensor of shape {size} and stride {stride} claims {numel} elements '
                            f'of a storage that has {storage.numel}: a tensor may not hold more '
                            f'elements than its storage')
+        if numel and _overlaps(size, stride):
+            raise _Refused(f'a tensor of shape {size} and stride {stride} has dimensions that '
+                           f'overlap or interleave (no view may reach an element twice)')
         self.budget.spend(_COSTS['tensor'], 'tensors')
         tensor = torch.empty(0, dtype=storage.dtype).set_(storage.untyped, offset, size, stride)
         return tensor.requires_grad_(requires_grad and (tensor.is_floating_point()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import itertools
 import os
 import pickle
 import re
@@ -185,6 +186,12 @@ def overlapping_view(folder: Path) -> Path:
     storage = torch.zeros(20000)
     bomb = storage.as_strided((10000, 10000), (1, 1))
     return _save(folder / 'overlapping.pth', {**_weights(), 'x': bomb})
+
+
+def repeated_element(folder: Path) -> Path:
+    """A 2 x 2 tensor whose rows both view the first two of its storage's four elements."""
+    return _save(folder / 'repeated_element.pth', {**_weights(),
+                                                   'x': torch.zeros(4).as_strided((2, 2), (0, 1))})
 
 
 def recompressed(data: bytes, method: int) -> bytes:
@@ -399,6 +406,26 @@ def colliding_int_keys(count: int) -> bytes:
                                              for k in range(1, count + 1)), b'u.'), {})
 
 
+def many_int_keys(count: int) -> bytes:
+    """A dict of the int keys ``0 .. count - 1``."""
+    return torch_zip(program(b'}(', b''.join(long1(k) + b'N' for k in range(count)), b'u.'), {})
+
+
+def colliding_lookups(bits: int, lookups: int) -> bytes:
+    """Int keys of ``bits`` bits that hash alike (as many as there are, at most 1023), an
+    integral float of that size and hash, then ``lookups`` insertions of the float again:
+    each compares it with every int, on CPython's slow path for ints beyond 48 bits."""
+    number = float(((1 << 52) + 12345) << (bits - 53))
+    alike = (hash(number) + j * HASH_MODULUS
+             for j in itertools.count((1 << (bits - 1)) // HASH_MODULUS))
+    ints = [v for v in itertools.islice(itertools.takewhile(
+        lambda v: v.bit_length() <= bits, alike), 1025) if v.bit_length() == bits
+        and v != int(number)][:1023]
+    return torch_zip(program(b'}(', b''.join(long1(v) + b'N' for v in ints),
+                             b'G', struct.pack('>d', number), _put(0), b'Nu(',
+                             (_get(0) + b'N') * lookups, b'u.'), {})
+
+
 def colliding_key_dicts(keys: int, dicts: int) -> bytes:
     """``keys`` memoised colliding int keys, then ``dicts`` dicts that each hold all of them:
     about ``keys**2 / 2`` comparisons per dict of ``6 x keys`` bytes."""
@@ -480,6 +507,7 @@ REFUSED = {
     numpy_subclass: 'numpy.ma.core',
     stride_zero: 'may not hold more elements than its storage',
     overlapping_view: 'may not hold more elements than its storage',
+    repeated_element: 'overlap or interleave',
     zip_bomb: 'compressed with deflate',
     bzip2_bomb: 'compressed with bzip2',
     lzma_bomb: 'compressed with lzma',

@@ -238,6 +238,9 @@ ATTACKS = {
     'colliding_key_dicts': lambda draw, size: crafted.colliding_key_dicts(
         keys := draw(st.integers(1, 1100)), max(1, (size - 18 * keys) // (6 * keys))),
     'colliding_float_keys': lambda draw, size: crafted.colliding_float_keys(size // 11),
+    'colliding_lookups': lambda draw, size: crafted.colliding_lookups(
+        draw(st.sampled_from([56, 64, 65, 200])), max(1, size // 3)),
+    'many_int_keys': lambda draw, size: crafted.many_int_keys(size // 12),
     'equal_str_keys': lambda draw, size: crafted.equal_str_keys(
         length := draw(st.integers(1, max(1, size // 4))), max(1, (size - 2 * length) // 4),
         draw(st.sampled_from(['dict', 'set']))),
@@ -258,7 +261,8 @@ def largest_attacks(size: int) -> list[bytes]:
              *(crafted.flood(opcode, size) for opcode in sorted(crafted.FLOODS)),
              crafted.colliding_int_keys(size // 12), crafted.colliding_key_dicts(1024,
                                                                                  size // 6144),
-             crafted.colliding_float_keys(size // 11), crafted.equal_str_keys(size // 4,
+             crafted.colliding_float_keys(size // 11), crafted.colliding_lookups(64, size // 3),
+             crafted.many_int_keys(min(1024, size // 12)), crafted.equal_str_keys(size // 4,
                                                                               size // 8),
              crafted.equal_str_keys(size // 4, size // 8, 'set'),
              crafted.deep_lists(size // 2), crafted.deep_tuples(size), crafted.shared_dag(100),

@@ -232,6 +232,8 @@ def budgets(monkeypatch):
     return made
 
 
+#: Ints that hash alike are 2**61 - 1 apart: within 64 bits, at most 12 share a hash.
+BIG_INT_KEY = r'a dict key or set item is an int of \d+ bits \(int keys hold at most 64\)'
 #: Each family of amplification and superlinear work (files of 1-4 MB, but for the DAG's
 #: 1 kB), and the words of its refusal. Read with the budget checked after the read, the
 #: first two built 2 GB, the floods 400-900 MB, and the colliding ints took minutes.
@@ -242,12 +244,12 @@ BUDGET_ATTACKS = {
     'empty_sets': (lambda: crafted.flood('EMPTY_SET', 1_000_000), 'bytes of memory'),
     'empty_dicts': (lambda: crafted.flood('EMPTY_DICT', 1_000_000), 'bytes of memory'),
     'empty_lists': (lambda: crafted.flood('EMPTY_LIST', 1_000_000), 'bytes of memory'),
-    'colliding_ints': (lambda: crafted.colliding_int_keys(250_000),
-                       'a dict has more than 1024 int, float, bool or None keys'),
-    'colliding_key_dicts': (lambda: crafted.colliding_key_dicts(1024, 400),
-                            r'steps.*int, float, bool and None keys'),
-    'colliding_floats': (lambda: crafted.colliding_float_keys(100_000),
-                         'a dict has more than 1024 int, float, bool or None keys'),
+    'colliding_ints': (lambda: crafted.colliding_int_keys(250_000), BIG_INT_KEY),
+    'colliding_key_dicts': (lambda: crafted.colliding_key_dicts(1024, 400), BIG_INT_KEY),
+    'colliding_floats': (lambda: crafted.colliding_float_keys(100_000), BIG_INT_KEY),
+    'colliding_lookups': (lambda: crafted.colliding_lookups(1000, 20_000), BIG_INT_KEY),
+    'many_int_keys': (lambda: crafted.many_int_keys(250_000),
+                      'a dict has more than 1024 int, float, bool or None keys'),
     'equal_str_keys': (lambda: crafted.equal_str_keys(1 << 20, 250_000),
                        r'steps.*str and bytes keys'),
     'equal_set_items': (lambda: crafted.equal_str_keys(1 << 20, 1_000_000, 'set'),
