@@ -24,7 +24,7 @@ from .checkpoint import (
     read_checkpoint,
     unwrap_state_dict,
 )
-from .checkpoint.loading import check_dataset_meta
+from .checkpoint.loading import check_dataset_meta, predicted_classes
 from .errors import ConfigError, SetupError, error_line
 from .version import SUPPORTED, installed_version, supported_range, version_problem, warn_once
 
@@ -185,7 +185,7 @@ def load_checkpoint(model: nn.Module, source: str) -> dict:
     meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
     if dataset_meta is not None:
-        check_dataset_meta(dataset_meta, label)
+        check_dataset_meta(dataset_meta, label, predicted_classes(model))
         model.dataset_meta = dict(dataset_meta)
     model.load_state_dict(unwrap_state_dict(checkpoint, label), strict=False)
     return checkpoint

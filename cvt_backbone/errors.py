@@ -39,8 +39,10 @@ USER_ERRORS = (CheckpointError, ConfigError, SetupError, FileNotFoundError, File
 def error_line(err: BaseException, user_errors: tuple[type[BaseException], ...] = ()) -> str:
     """One line for ``err``: its message, with the exception's name where the message alone
     would not say what happened (a ``KeyError``'s bare key, say): for anything but
-    :data:`USER_ERRORS` and ``user_errors``."""
-    message = ' '.join(str(err).split())
+    :data:`USER_ERRORS` and ``user_errors``. Characters a terminal would act on (control
+    characters, which a file's names may carry) and undecodable ones are shown escaped."""
+    message = ''.join(c if c.isprintable() else ascii(c)[1:-1]
+                      for c in ' '.join(str(err).split()))
     if not isinstance(err, (*USER_ERRORS, *user_errors)) or not message:
         message = f'{type(err).__name__}: {message}' if message else type(err).__name__
         message += f' ({DEBUG_ENV}=1 shows where)'
@@ -54,11 +56,21 @@ def run_main(main: Callable[[], object],
     ``Ctrl-C`` and ``sys.exit`` keep their meaning. While it runs, the deprecation warning
     of ``pkg_resources`` that MMEngine's config loading triggers is not shown.
 
+    An argument that is not valid UTF-8 text (a file name in another encoding) is refused
+    first: the logs and outputs that would name it cannot.
+
     Args:
         main: The tool's ``main``.
         user_errors: The tool's own errors whose message says all (as :data:`USER_ERRORS`).
     """
     try:
+        for arg in sys.argv[1:]:
+            if not arg.isascii():
+                try:
+                    arg.encode('utf-8')
+                except UnicodeEncodeError:
+                    raise ConfigError(f'the argument {ascii(arg)} is not valid UTF-8 text: '
+                                      f'rename what it names') from None
         with warnings.catch_warnings():
             # MMEngine's is_installed imports pkg_resources (setup.py pins setuptools<81 to
             # keep it): its deprecation warning is nothing a user of a tool can act on

@@ -25,7 +25,7 @@ from mmengine.registry import DATASETS, DefaultScope
 from cvt_backbone import CheckpointError
 from cvt_backbone.apis import init_model
 from cvt_backbone.checkpoint import MMENGINE_WRAPPER, check_checkpoint_fits
-from cvt_backbone.checkpoint.loading import check_dataset_meta
+from cvt_backbone.checkpoint.loading import check_dataset_meta, predicted_classes
 from cvt_backbone.checkpoint.write import atomic_write_bytes, atomic_write_text
 from cvt_backbone.training import autocast_features
 
@@ -35,8 +35,12 @@ SPLITS = ('test_dataloader', 'val_dataloader', 'train_dataloader')
 
 def output_name(image: str, root: str, suffix: str) -> str:
     """The name of an image's output: its path relative to ``root``, with ``suffix``
-    in place of its own (``cat/0.jpg`` -> ``cat/0.png``)."""
+    in place of its own (``cat/0.jpg`` -> ``cat/0.png``). An image outside ``root`` (a
+    dataset may list ``../x.jpg`` or an absolute path) is named by its absolute path under
+    ``_outside/``: no output name leads out of the folder it is joined to."""
     relative = osp.relpath(image, root) if root else osp.basename(image)
+    if relative == osp.pardir or relative.startswith(osp.pardir + osp.sep):
+        relative = osp.join('_outside', osp.abspath(image).lstrip(osp.sep))
     return osp.splitext(relative)[0] + suffix
 
 
@@ -67,14 +71,14 @@ def checked_checkpoint(model, checkpoint: object, cfg: Config, source: str,
 
     Raises:
         CheckpointError: the checkpoint leaves weights of the model unloaded, or carries a
-            malformed ``dataset_meta``.
+            malformed ``dataset_meta``, or the class names are fewer than the model predicts.
     """
     label = f'checkpoint {source!r}'
     check_checkpoint_fits(model, checkpoint, label, MMENGINE_WRAPPER)  # as MMEngine loads
     meta = checkpoint.get('meta') if isinstance(checkpoint, Mapping) else None
     meta = dict(meta) if isinstance(meta, Mapping) else {}
     if meta.get('dataset_meta') is not None:
-        check_dataset_meta(meta['dataset_meta'], label)
+        check_dataset_meta(meta['dataset_meta'], label, predicted_classes(model))
     else:
         meta['dataset_meta'] = config_dataset_meta(cfg, scope)
     return {**checkpoint, 'meta': meta}

@@ -75,13 +75,15 @@ def resolve_resume(cfg: Config, resume: str | None) -> None:
 
 
 def check_output_dir(path: str, option: str) -> None:
-    """Refuse a folder to write into that holds a symbolic link or a hard-linked file.
+    """Refuse a folder to write into that holds a symbolic link, a hard-linked file, or
+    anything that is neither a file nor a folder.
 
     The tools and MMEngine write into the work dir (and the show and output dirs) by name:
     the config's copy, logs, checkpoints, ``last_checkpoint``, drawings. Opening such a name
     follows a link planted in a folder handed over for ``--resume`` or testing, and the write
     lands in the file it points to. So no entry of the folder, at any depth, may be a
-    symbolic link or a file with another hard link; the folder itself may be a link.
+    symbolic link or a file with another hard link; the folder itself may be a link. Nor may
+    one be a pipe, socket or device: a write there goes to another process, or waits forever.
 
     Args:
         path: The folder (it may not exist yet).
@@ -98,11 +100,13 @@ def check_output_dir(path: str, option: str) -> None:
                 what = f'a symbolic link to {os.readlink(entry)!r}'
             elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
                 what = f'a file with {info.st_nlink - 1} other hard link(s)'
+            elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                what = 'neither a file nor a folder (a pipe, socket or device)'
             else:
                 continue
             raise ConfigError(f'{option} {path!r} holds {osp.relpath(entry, path)!r}, {what}: '
-                              f'what is written there would land in another file; remove it '
-                              f'or pass another {option}')
+                              f'what is written there would not land in a file of its own; '
+                              f'remove it or pass another {option}')
 
 
 class WorkDirLock:

@@ -252,12 +252,27 @@ def _as_mmengine_loads(checkpoint: Mapping, source: str) -> OrderedDict:
     return loaded
 
 
-def check_dataset_meta(dataset_meta: object, source: str) -> None:
+#: The longest class name a checkpoint may carry (tools print and draw them).
+MAX_CLASS_NAME = 256
+
+
+def predicted_classes(model: nn.Module) -> int:
+    """The most classes a head of ``model`` predicts (its modules' ``num_classes``); 0 if
+    none says."""
+    return max((m.num_classes for m in model.modules()
+                if type(getattr(m, 'num_classes', None)) is int), default=0)
+
+
+def check_dataset_meta(dataset_meta: object, source: str, num_classes: int = 0) -> None:
     """Refuse a checkpoint's ``meta.dataset_meta`` that is not what the toolboxes write.
 
     The inferencers and ``Runner.resume`` read it, mmdet's with its keys lower-cased:
-    ``classes`` must be a sequence of strings, ``palette`` (if given) one RGB triple of
+    ``classes`` must be a sequence of printable names of at most :data:`MAX_CLASS_NAME`
+    characters (tools print them: no control characters), ``palette`` (if given) one RGB triple of
     integers 0..255 per class, and no two keys may differ only in case.
+
+    With ``num_classes`` (:func:`predicted_classes`), ``classes`` must name at least that
+    many: the inferencers look every predicted label up in it.
 
     Raises:
         CheckpointError: anything else; the message names the field.
@@ -274,10 +289,15 @@ def check_dataset_meta(dataset_meta: object, source: str) -> None:
                               f'reads as one')
     dataset_meta = folded
     classes = dataset_meta.get('classes')
-    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes
-                                or not all(isinstance(c, str) for c in classes)):
+    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes or not all(
+            isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable()
+            for c in classes)):
         raise CheckpointError(f'{source}: its meta.dataset_meta.classes is not a list of '
-                              f'class names')
+                              f'class names (printable text of 1 to {MAX_CLASS_NAME} '
+                              f'characters each)')
+    if classes is not None and len(classes) < num_classes:
+        raise CheckpointError(f'{source}: its meta.dataset_meta.classes has {len(classes)} '
+                              f'name(s) where the model predicts {num_classes} classes')
     palette = dataset_meta.get('palette')
     if palette is not None and (
             not isinstance(palette, (list, tuple))

@@ -13,7 +13,7 @@ from cvt_backbone.checkpoint import (
     diff_on_meta,
     diff_state_dict,
 )
-from cvt_backbone.checkpoint.loading import check_dataset_meta
+from cvt_backbone.checkpoint.loading import check_dataset_meta, predicted_classes
 from tests.helpers import TINY, make_official
 
 pytestmark = pytest.mark.usefixtures('safe_loading')  # load_checkpoint as the configs have it
@@ -207,6 +207,9 @@ def test_a_model_is_compared_on_the_meta_device_before_it_is_built():
 @pytest.mark.parametrize('meta, problem', [
     ({'classes': ['a', 'b'], 'CLASSES': 42}, 'has keys that differ only in case'),
     ({'Classes': 'ab'}, 'classes is not a list of class names'),
+    ({'classes': ['a', 'c\x1b[2J']}, r'classes is not a list of class names \(printable'),
+    ({'classes': ['a' * 257]}, r'classes is not a list of class names \(printable'),
+    ({'classes': ['']}, r'classes is not a list of class names \(printable'),
     ({1: ['a']}, 'has keys that are not str'),
     ({'classes': ['a'], 'PALETTE': [[0, 0, 256]]}, 'palette is not one RGB triple'),
 ])
@@ -216,3 +219,14 @@ def test_dataset_meta_is_checked_as_the_toolboxes_read_it(meta, problem):
     with pytest.raises(CheckpointError, match=rf'^c: its meta\.dataset_meta[ .]{problem}'):
         check_dataset_meta(meta, 'c')
     check_dataset_meta({'CLASSES': ['a', 'b'], 'palette': [[0, 0, 0], [1, 2, 3]]}, 'c')
+
+
+def test_dataset_meta_names_every_class_the_model_predicts():
+    head = torch.nn.Module()
+    head.num_classes = 3
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), head)
+    assert predicted_classes(model) == 3 and predicted_classes(torch.nn.Linear(1, 1)) == 0
+    with pytest.raises(CheckpointError, match=r'^c: its meta\.dataset_meta\.classes has 2 '
+                                              r'name\(s\) where the model predicts 3 classes$'):
+        check_dataset_meta({'classes': ['a', 'b']}, 'c', predicted_classes(model))
+    check_dataset_meta({'classes': ['a', 'b', 'c']}, 'c', predicted_classes(model))

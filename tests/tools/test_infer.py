@@ -62,6 +62,10 @@ def test_outputs_are_named_after_the_path_below_the_input_root():
     assert output_name('in/dog/0.jpg', 'in', '.json') == 'dog/0.json'
     assert output_name('/abs/in/a/b/c.tiff', '/abs/in', '.png') == 'a/b/c.png'
     assert output_name('x/0.jpg', '', '.png') == '0.png'
+    # what a dataset lists outside its root stays inside the output folder
+    assert output_name('/d/root/../../etc/x.png', '/d/root', '.png') == '_outside/etc/x.png'
+    assert output_name('/etc/x.jpg', '/d/root', '.json') == '_outside/etc/x.json'
+    assert output_name('/d/x/..', '/d/x', '.png') == '_outside/d.png'
 
 
 def test_folders_are_searched_recursively(tmp_path):
@@ -144,6 +148,9 @@ def demo_setup(tmp_path_factory) -> dict:
     write_checkpoint(DEMO['mmseg'], checkpoints['bad-meta'], {'dataset_meta': ['a', 'b']})
     checkpoints['bad-meta-cls'] = tmp / 'bad-meta-cls.pth'
     write_checkpoint(DEMO['mmpretrain'], checkpoints['bad-meta-cls'], {'dataset_meta': 'abc'})
+    checkpoints['few-classes'] = tmp / 'few-classes.pth'
+    write_checkpoint(DEMO['mmpretrain'], checkpoints['few-classes'],
+                     {'dataset_meta': {'classes': ['a']}})
     return dict(tmp=tmp, checkpoints=checkpoints, scenes=tmp / 'shapes' / 'images' / 'val',
                 cls_images=tmp / 'shapes_cls' / 'val', nested=nested, named_cls=named_cls)
 
@@ -172,6 +179,7 @@ def tool_results(demo_setup) -> dict[str, subprocess.CompletedProcess]:
         'foreign': [DEMO['mmdet'], ckpt['mmpretrain'], nested],
         'bad-meta': [DEMO['mmseg'], ckpt['bad-meta'], nested],
         'bad-meta-cls': [DEMO['mmpretrain'], ckpt['bad-meta-cls'], nested],
+        'few-classes': [DEMO['mmpretrain'], ckpt['few-classes'], nested],
         'cuda': [DEMO['mmdet'], ckpt['mmdet'], nested, '--device', 'cuda'],
     }
 
@@ -278,6 +286,8 @@ def assert_one_error_line(result: subprocess.CompletedProcess, pattern: str) -> 
                  r'not a mapping'),
     ('bad-meta-cls', r"error: checkpoint '.*/bad-meta-cls\.pth': its meta\.dataset_meta is a "
                      r'str, not a mapping'),
+    ('few-classes', r"error: checkpoint '.*/few-classes\.pth': its meta\.dataset_meta\.classes has "
+                    r'1 name\(s\) where the model predicts 3 classes'),
 ])
 def test_bad_input_is_refused_in_one_line(tool_results, demo_setup, case, pattern):
     assert_one_error_line(tool_results[case], pattern)

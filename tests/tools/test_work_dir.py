@@ -42,6 +42,15 @@ def test_a_hard_linked_file_is_refused(tmp_path, victim):
         check_output_dir(str(work_dir), '--show-dir')
 
 
+def test_a_pipe_is_refused(tmp_path):
+    work_dir = tmp_path / 'work'
+    (work_dir / 'vis').mkdir(parents=True)
+    os.mkfifo(work_dir / 'vis' / 'cfg.py')
+    with pytest.raises(ConfigError, match=r"holds 'vis/cfg\.py', neither a file nor a folder "
+                                          r'\(a pipe, socket or device\)'):
+        check_output_dir(str(work_dir), 'work dir')
+
+
 def test_plain_folders_and_a_linked_work_dir_itself_are_fine(tmp_path):
     real = tmp_path / 'real'
     (real / 'sub').mkdir(parents=True)
