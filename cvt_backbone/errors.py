@@ -65,12 +65,9 @@ def run_main(main: Callable[[], object],
     """
     try:
         for arg in sys.argv[1:]:
-            if not arg.isascii():
-                try:
-                    arg.encode('utf-8')
-                except UnicodeEncodeError:
-                    raise ConfigError(f'the argument {ascii(arg)} is not valid UTF-8 text: '
-                                      f'rename what it names') from None
+            if arg.encode('utf-8', 'ignore').decode('utf-8') != arg:  # undecodable bytes
+                raise ConfigError(f'the argument {ascii(arg)} is not valid UTF-8 text: '
+                                  f'rename what it names')
         with warnings.catch_warnings():
             # MMEngine's is_installed imports pkg_resources (setup.py pins setuptools<81 to
             # keep it): its deprecation warning is nothing a user of a tool can act on

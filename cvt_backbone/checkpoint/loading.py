@@ -257,8 +257,7 @@ MAX_CLASS_NAME = 256
 
 
 def predicted_classes(model: nn.Module) -> int:
-    """The most classes a head of ``model`` predicts (its modules' ``num_classes``); 0 if
-    none says."""
+    """The most classes a head of ``model`` predicts (``num_classes``), else 0."""
     return max((m.num_classes for m in model.modules()
                 if type(getattr(m, 'num_classes', None)) is int), default=0)
 
@@ -267,12 +266,9 @@ def check_dataset_meta(dataset_meta: object, source: str, num_classes: int = 0) 
     """Refuse a checkpoint's ``meta.dataset_meta`` that is not what the toolboxes write.
 
     The inferencers and ``Runner.resume`` read it, mmdet's with its keys lower-cased:
-    ``classes`` must be a sequence of printable names of at most :data:`MAX_CLASS_NAME`
-    characters (tools print them: no control characters), ``palette`` (if given) one RGB triple of
-    integers 0..255 per class, and no two keys may differ only in case.
-
-    With ``num_classes`` (:func:`predicted_classes`), ``classes`` must name at least that
-    many: the inferencers look every predicted label up in it.
+    ``classes`` must be printable names (tools print them) of at most :data:`MAX_CLASS_NAME`
+    characters, at least ``num_classes`` of them (:func:`predicted_classes`), ``palette`` (if
+    given) one RGB triple of integers 0..255 per class; no two keys may differ only in case.
 
     Raises:
         CheckpointError: anything else; the message names the field.
