@@ -1,11 +1,5 @@
-"""The errors this package raises for what a user can fix, and the tools' error boundary.
-
-:class:`CheckpointError` (a checkpoint that cannot be read safely or does not fit) and
-:class:`ConfigError` (parts of a config that do not fit together) carry messages that name
-the culprit and what to set. :func:`run_main` is what every command-line tool of the project
-runs its ``main`` under: whatever goes wrong ends the tool with one ``error:`` line on
-stderr and exit status 1, and ``CVT_DEBUG=1`` shows the traceback instead.
-"""
+"""The errors this package raises for what a user can fix (their messages name the culprit
+and what to set), and :func:`run_main`, the tools' error boundary."""
 from __future__ import annotations
 
 import os
@@ -36,13 +30,17 @@ class SetupError(ImportError):
 USER_ERRORS = (CheckpointError, ConfigError, SetupError, FileNotFoundError, FileExistsError)
 
 
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (control characters) or cannot show escaped."""
+    return ''.join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def error_line(err: BaseException, user_errors: tuple[type[BaseException], ...] = ()) -> str:
     """One line for ``err``: its message, with the exception's name where the message alone
     would not say what happened (a ``KeyError``'s bare key, say): for anything but
     :data:`USER_ERRORS` and ``user_errors``. Characters a terminal would act on (control
     characters, which a file's names may carry) and undecodable ones are shown escaped."""
-    message = ''.join(c if c.isprintable() else ascii(c)[1:-1]
-                      for c in ' '.join(str(err).split()))
+    message = printable(' '.join(str(err).split()))
     if not isinstance(err, (*USER_ERRORS, *user_errors)) or not message:
         message = f'{type(err).__name__}: {message}' if message else type(err).__name__
         message += f' ({DEBUG_ENV}=1 shows where)'

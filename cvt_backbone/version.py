@@ -1,21 +1,11 @@
-"""The package's version, the versions it supports, and the checks of them.
+"""The package's version, the versions it supports (the ends CI tests, ``setup.py``'s
+ranges), and the checks of them.
 
-The ranges are the ones CI tests at both ends (``make test``: the newest and the oldest
-environment, ``tools/setup_env.sh``); ``setup.py`` declares the same ranges.
-``import cvt_backbone`` runs :func:`check_core`:
-
-* torch older than 2.1 is an error: ``scaled_dot_product_attention`` takes the CvT scale
-  (``embed_dims ** -0.5``, not the head width's) only from 2.1 on;
-* a torch whose NumPy bridge does not work (torch 2.1 beside NumPy 2) is an error: MMEngine
-  converts between the two in every training and test loop;
-* a setuptools without ``pkg_resources`` (81 and later) is a warning: mmengine resolves
-  ``_base_ = 'mmdet::...'`` config paths with it;
-* a torch or mmengine outside its tested range is a :class:`VersionWarning`.
-
-Where a toolbox is used (the tools, :mod:`cvt_backbone.apis`),
-:func:`cvt_backbone.apis.check_toolbox` checks it and mmcv. Each message names the version
-found and the versions supported. The checks read ``__version__`` of modules that are
-imported anyway and fall back to the installed distribution's metadata.
+``import cvt_backbone`` runs :func:`check_core`: torch 2.1 or later (the CvT scale in
+``scaled_dot_product_attention``), a working NumPy bridge, ``pkg_resources`` for MMEngine's
+``_base_ = 'mmdet::...'`` (a warning), torch and mmengine in range (a :class:`VersionWarning`).
+Where a toolbox is used, :func:`cvt_backbone.apis.check_toolbox` checks it and mmcv. Each
+message names the version found and the versions supported.
 """
 from __future__ import annotations
 

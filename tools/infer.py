@@ -26,7 +26,7 @@ from mmengine.config import DictAction
 
 from cvt_backbone import ConfigError
 from cvt_backbone.apis import config_scope, load_config
-from cvt_backbone.errors import run_main
+from cvt_backbone.errors import printable, run_main
 from cvt_backbone.training import use_safe_loading
 from inferencers import INFERENCERS
 from run_config import check_cfg_options
@@ -115,9 +115,9 @@ def main() -> None:
     check_output_dir(out_dir, '--out-dir')
     lines = infer(cfg, args.checkpoint, images, root, out_dir, device, args.amp,
                   args.score_thr)
-    print('\n'.join(lines))
-    print(f'{len(images)} image(s): drawings in {osp.join(out_dir, "vis")}, predictions in '
-          f'{osp.join(out_dir, preds)}')
+    print('\n'.join(printable(line) for line in lines))  # file names may hold anything
+    print(printable(f'{len(images)} image(s): drawings in {osp.join(out_dir, "vis")}, '
+                    f'predictions in {osp.join(out_dir, preds)}'))
 
 
 if __name__ == '__main__':

@@ -185,8 +185,8 @@ def _ints(value: object, what: str) -> tuple[int, ...]:
 
 
 def _overlaps(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    """Whether a view may reach one element twice: taken by increasing stride, each dimension
-    of more than one element must step past all that the smaller ones span."""
+    """Whether a view may reach an element twice (each dimension, by stride, must step past
+    what the smaller ones span)."""
     spanned = 0
     for s, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
         if s <= spanned:
@@ -319,6 +319,9 @@ class _Machine:
         container, kind = node.value, type(key)
         if kind is str or kind is bytes:
             self.budget.step(len(key), 'str and bytes keys')
+            if kind is str and not key.isprintable():  # keys reach logs and terminals
+                raise _Refused(f'a dict key or set item {ascii(key[:80])} holds control '
+                               f'characters')
         elif kind in _KEY_TYPES:
             if kind is int and not -1 << 63 <= key < 1 << 64:
                 # at most 12 such ints share a hash, so a lookup compares few big values

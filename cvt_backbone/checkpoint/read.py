@@ -155,13 +155,18 @@ def _read_safetensors(source: str, path: str | None = None, data: bytes | None =
 
     try:
         if data is not None:
-            return OrderedDict(load(data))
-        with safe_open(path, framework='pt') as f:
-            return OrderedDict((key, f.get_tensor(key)) for key in f.keys())
+            state = OrderedDict(load(data))
+        else:
+            with safe_open(path, framework='pt') as f:
+                state = OrderedDict((key, f.get_tensor(key)) for key in f.keys())
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f'Could not read safetensors file {source}: it is truncated or '
                               f'corrupt ({detail})') from None
+    if not all(key.isprintable() for key in state):  # logs name keys, as the decoder's
+        raise CheckpointError(f'Refused to load safetensors file {source}: a tensor name holds '
+                              f'control characters')
+    return state
 
 
 def _read_stream(stream: BinaryIO, size: int, source: str, path: str | None) -> object:

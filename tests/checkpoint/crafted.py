@@ -261,6 +261,11 @@ def lone_surrogate(folder: Path) -> Path:
     return path
 
 
+def terminal_escape_key(folder: Path) -> Path:
+    """Every weight, and a key that clears the screen when a log names it."""
+    return _save(folder / 'terminal_escape_key.pth', {**_weights(), '\x1b[2J': torch.zeros(1)})
+
+
 def memo_bomb(folder: Path) -> Path:
     """A list of 1000 items referenced 10^6 times: 2 MB that a walk would see as 10^9."""
     ops = [b']q\x00(', b'N' * 1000, b'e0](', b'h\x00' * 10 ** 6, b'e.']
@@ -515,6 +520,7 @@ REFUSED = {
     local_header_lie: 'local header that differ from the central directory',
     shared_local_header: 'overlaps the record before it',
     lone_surrogate: 'not valid UTF-8',
+    terminal_escape_key: r"'\\x1b\[2J' holds control characters",
     memo_bomb: 'counting every shared reference',
     deep_nesting: 'nested more than 100 deep',
     self_containing: 'list contains itself',

@@ -54,6 +54,10 @@ def test_safetensors_are_read_and_truncation_is_named(tmp_path):
     cut.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(CheckpointError, match=r'safetensors file .*cut.safetensors.*truncated'):
         read_checkpoint(cut)
+    escape = tmp_path / 'escape.safetensors'
+    atomic_save_safetensors({'\x1b[2J': torch.zeros(1)}, escape)
+    with pytest.raises(CheckpointError, match='a tensor name holds control characters'):
+        read_checkpoint(escape)
 
 
 # ----------------------------------------------------------------------------- URLs

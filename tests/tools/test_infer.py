@@ -131,6 +131,9 @@ def demo_setup(tmp_path_factory) -> dict:
     for name, scene in zip(NESTED, scenes):
         (nested / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(scene, nested / f'{name}.png')
+    escaped = tmp / 'escaped'  # a file name that would clear the screen
+    escaped.mkdir()
+    shutil.copy(scenes[0], escaped / 'x\x1b[2J.png')
     # The demo classifier names no classes in its config (its dataset reads them from the
     # folders): this one does.
     named_cls = tmp / 'cls_named.py'
@@ -152,7 +155,8 @@ def demo_setup(tmp_path_factory) -> dict:
     write_checkpoint(DEMO['mmpretrain'], checkpoints['few-classes'],
                      {'dataset_meta': {'classes': ['a']}})
     return dict(tmp=tmp, checkpoints=checkpoints, scenes=tmp / 'shapes' / 'images' / 'val',
-                cls_images=tmp / 'shapes_cls' / 'val', nested=nested, named_cls=named_cls)
+                cls_images=tmp / 'shapes_cls' / 'val', nested=nested, named_cls=named_cls,
+                escaped=escaped)
 
 
 @pytest.fixture(scope='module')
@@ -174,6 +178,7 @@ def tool_results(demo_setup) -> dict[str, subprocess.CompletedProcess]:
         'mmseg-amp': [DEMO['mmseg'], ckpt['mmseg'], s['scenes'] / '00002.png', '--amp'],
         'mmpretrain-amp': [DEMO['mmpretrain'], ckpt['mmpretrain-named'],
                            s['cls_images'] / '*' / '*.png', '--amp'],
+        'escaped': [DEMO['mmpretrain'], ckpt['mmpretrain-named'], s['escaped']],
         # refused
         'nothing': [DEMO['mmdet'], ckpt['mmdet'], s['tmp'] / 'no_such_folder' / '*.png'],
         'foreign': [DEMO['mmdet'], ckpt['mmpretrain'], nested],
@@ -267,6 +272,13 @@ def test_amp_draws_and_writes_every_image(tool_results, demo_setup, toolbox, pre
     expected = 1 if toolbox == 'mmseg' else 3
     assert len(said) == expected
     assert len(_files(out / 'vis')) == len(_files(out / preds)) == expected
+
+
+@pytest.mark.slow
+def test_file_names_are_printed_escaped(tool_results):
+    result = tool_results['escaped']
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '\x1b' not in result.stdout and 'x\\x1b[2J.png: ' in result.stdout
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, pattern: str) -> None:
