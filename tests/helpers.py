@@ -128,6 +128,22 @@ class _QuietHandler:
 
 
 @contextlib.contextmanager
+def serving(server) -> Iterator[str]:
+    """Run an HTTP ``server`` bound to 127.0.0.1 in a thread while in the block.
+
+    Yields:
+        Its base URL, ``http://127.0.0.1:PORT``.
+    """
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def serve(folder: Path) -> Iterator[str]:
     """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) while in the block.
 
@@ -136,14 +152,8 @@ def serve(folder: Path) -> Iterator[str]:
     """
     from http.server import ThreadingHTTPServer
 
-    server = ThreadingHTTPServer(('127.0.0.1', 0), _QuietHandler.for_folder(folder))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ThreadingHTTPServer(('127.0.0.1', 0), _QuietHandler.for_folder(folder))) as url:
+        yield url
 
 
 DEMO_CLS_CONFIG = ROOT / 'configs' / 'demo' / 'cvt-tiny_shapes-cls.py'
@@ -308,14 +318,8 @@ def local_hub(repos: dict[str, dict[str, bytes]]) -> Iterator[str]:
 
         do_GET = do_HEAD
 
-    server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ThreadingHTTPServer(('127.0.0.1', 0), Handler)) as url:
+        yield url
 
 
 def hub_env(endpoint: str, folder: Path) -> dict:

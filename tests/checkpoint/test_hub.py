@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +29,7 @@ from cvt_backbone import CheckpointError, CvT, read_checkpoint
 from cvt_backbone.checkpoint.convert import to_cvt_keys
 from cvt_backbone.checkpoint.read import is_hub_id, parse_hub_id
 from tests.checkpoint import crafted
-from tests.helpers import ENV, PORTABLE, port_of, randomize_norms
+from tests.helpers import ENV, PORTABLE, port_of, randomize_norms, serving
 
 pytest.importorskip('huggingface_hub')
 pytest.importorskip('transformers')  # CvtModel gives the transformers keys and config.json
@@ -83,14 +82,8 @@ def local_hub(repos: Repos) -> Iterator[str]:
 
         do_GET = do_HEAD
 
-    server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ThreadingHTTPServer(('127.0.0.1', 0), Handler)) as url:
+        yield url
 
 
 def commit_of(text: str) -> str:
